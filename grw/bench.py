@@ -8,6 +8,7 @@ that memory freed by one case cannot hide the next one's. On CUDA it is the rise
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 from collections.abc import Callable
@@ -38,6 +39,7 @@ def peak_extra_bytes(fn: Callable[[], Any], device: torch.device) -> int:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap pages back, so `before` is what is in use
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")  # reset the peak resident set to the current one
     before = _proc_status_kb("VmRSS")
