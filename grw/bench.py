@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils import benchmark
 
 LOSS_CASES: tuple[tuple[int, int, int], ...] = ((64, 5, 480), (64, 7, 480), (256, 7, 480), (64, 16, 480), (64, 6, 2048))
 
@@ -49,6 +48,8 @@ def peak_extra_bytes(fn: Callable[[], Any], device: torch.device) -> int:
 
 def seconds_per_call(fn: Callable[[], Any], min_run_time: float = 1.0) -> float:
     """Median seconds per call of ``fn`` (``torch.utils.benchmark``, synchronising CUDA)."""
+    from torch.utils import benchmark  # imported here: it pulls in the C++-extension toolchain
+
     return benchmark.Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
 
 
