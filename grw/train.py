@@ -462,3 +462,127 @@ def _save_checkpoint(
     }
     save_atomic(state, out_dir / CHECKPOINT)
     save_atomic("".join(json.dumps(h) + "\n" for h in history), out_dir / METRICS)
+
+
+# --------------------------------------------------------------------------------------------
+# Kinetics: MoViNet + GRW head, the command line that torchrun launches
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KineticsSetup:
+    """Data and model of a Kinetics run (the paper's A0-stream defaults: 50 frames at 5 fps, 172² crops)."""
+
+    data_root: str
+    model: str = "a0"
+    stream: bool = True
+    frames: int = 50
+    fps: float = 5.0
+    crop: int = 172
+    embed_dim: int = 256
+    head_depth: int = 1
+    head_heads: int = 4
+    head_dropout: float = 0.1
+    head_drop_path: float = 0.1
+    backbone_drop_path: float = 0.2
+    init_checkpoint: str | None = None
+
+
+def build_kinetics_model(setup: KineticsSetup, num_classes: int) -> nn.Module:
+    """MoViNet backbone → linear → Z → LayerNorm → temporal Transformer head, optionally initialised from a file."""
+    from grw.models import GRWVideoClassifier, TemporalTransformerHead
+    from grw.models.movinet import create_movinet, load_movinet_pytorch_state_dict
+
+    state = torch.load(setup.init_checkpoint, map_location="cpu", weights_only=False) if setup.init_checkpoint else None
+    ours = isinstance(state, dict) and "model" in state and "config" in state  # a checkpoint of this loop
+    movinet_classes = num_classes
+    if state is not None and not ours:
+        state = state.get("state_dict", state)
+        movinet_classes = next(v.shape[0] for k, v in state.items() if k.startswith("classifier.3.") and k.endswith("weight"))
+    backbone = create_movinet(
+        setup.model, stream=setup.stream, num_classes=movinet_classes, stochastic_depth=setup.backbone_drop_path
+    )
+    head = TemporalTransformerHead(
+        setup.embed_dim,
+        num_classes,
+        depth=setup.head_depth,
+        num_heads=setup.head_heads,
+        dropout=setup.head_dropout,
+        stochastic_depth=setup.head_drop_path,
+    )
+    model = GRWVideoClassifier(backbone, setup.embed_dim, head)
+    if state is not None and ours:
+        saved = state["model"]["head.classifier.weight"].shape[0]
+        if saved != num_classes:
+            raise ValueError(f"{setup.init_checkpoint} classifies {saved} classes but the data has {num_classes}")
+        model.load_state_dict(state["model"])
+    elif state is not None:
+        # The published MoViNet layout: the backbone only; its classifier is replaced by the GRW head.
+        load_movinet_pytorch_state_dict(backbone, state)
+    return model
+
+
+def run_kinetics(setup: KineticsSetup, cfg: TrainConfig) -> TrainResult:
+    """Train and evaluate MoViNet + GRW head on a Kinetics-layout folder; write results.json to ``cfg.out_dir``."""
+    from grw.data.kinetics import kinetics_dataset
+
+    common = dict(frames=setup.frames, fps=setup.fps, crop=setup.crop, seed=cfg.seed)
+    train_set = kinetics_dataset(setup.data_root, "train", training=True, **common)
+    val_set = kinetics_dataset(setup.data_root, "val", training=False, **common)
+    model = build_kinetics_model(setup, len(train_set.classes))
+    result = fit(model, train_set, val_set, cfg)
+    if cfg.out_dir and world()[0] == 0:
+        final = result.history[-1]
+        summary = {
+            "setup": dataclasses.asdict(setup),
+            "config": dataclasses.asdict(cfg),
+            "classes": list(train_set.classes),
+            "top1": final.get("val_top1"),
+            "top5": final.get("val_top5"),
+            "ema_top1": final.get("ema_val_top1"),
+            "ema_top5": final.get("ema_val_top5"),
+            "history": result.history,
+            "world_size": world()[1],
+            "seconds": result.seconds,
+        }
+        save_atomic(json.dumps(summary, indent=2) + "\n", Path(cfg.out_dir) / "results.json")
+    return result
+
+
+_SIMPLE_TYPES = {"int": int, "float": float, "str": str, "float | None": float, "str | None": str}
+
+
+def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        required = f.default is dataclasses.MISSING
+        default = None if required else f.default
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif str(f.type).startswith("Literal"):
+            parser.add_argument(flag, default=default, choices=[c.strip(" '\"") for c in f.type[8:-1].split(",")])
+        else:
+            parser.add_argument(flag, type=_SIMPLE_TYPES[f.type], default=default, required=required)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``[torchrun …] python -m grw.train kinetics --data-root ROOT [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m grw.train", description=__doc__.split("\n\n")[0])
+    experiments = parser.add_subparsers(dest="experiment", required=True)
+    kinetics = experiments.add_parser("kinetics", help="MoViNet + GRW on a Kinetics-layout folder")
+    _add_dataclass_arguments(kinetics, KineticsSetup)
+    _add_dataclass_arguments(kinetics, TrainConfig)
+    args = vars(parser.parse_args(argv))
+    args.pop("experiment")
+    setup = KineticsSetup(**{f.name: args.pop(f.name) for f in dataclasses.fields(KineticsSetup)})
+    try:
+        run_kinetics(setup, TrainConfig(**args))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
