@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Sized
 from dataclasses import dataclass, field
@@ -567,18 +568,51 @@ def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: t
             parser.add_argument(flag, type=_SIMPLE_TYPES[f.type], default=default, required=required)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``[torchrun …] python -m grw.train kinetics --data-root ROOT [options]``."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m grw.train", description=__doc__.split("\n\n")[0])
     experiments = parser.add_subparsers(dest="experiment", required=True)
     kinetics = experiments.add_parser("kinetics", help="MoViNet + GRW on a Kinetics-layout folder")
     _add_dataclass_arguments(kinetics, KineticsSetup)
     _add_dataclass_arguments(kinetics, TrainConfig)
-    args = vars(parser.parse_args(argv))
+    return parser
+
+
+def parse_kinetics_args(argv: list[str] | None = None) -> tuple[KineticsSetup, TrainConfig]:
+    """``kinetics --data-root ROOT [options]`` → the run's setup and training configuration."""
+    args = vars(_parser().parse_args(argv))
     args.pop("experiment")
     setup = KineticsSetup(**{f.name: args.pop(f.name) for f in dataclasses.fields(KineticsSetup)})
+    return setup, TrainConfig(**args)
+
+
+def kinetics_args(setup: KineticsSetup, cfg: TrainConfig) -> list[str]:
+    """The inverse of :func:`parse_kinetics_args`: the command-line arguments that reproduce a run."""
+    args = ["kinetics"]
+    for obj in (setup, cfg):
+        for f in dataclasses.fields(obj):
+            value, flag = getattr(obj, f.name), f.name.replace("_", "-")
+            if isinstance(value, bool):
+                args.append(f"--{'' if value else 'no-'}{flag}")
+            elif value is not None:
+                args += [f"--{flag}", str(value)]
+    return args
+
+
+def torchrun_command(
+    setup: KineticsSetup, cfg: TrainConfig, nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str = "localhost:29400"
+) -> list[str]:
+    """The ``torchrun`` command of this node for a run over ``nnodes`` × ``nproc_per_node`` processes."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}"]
+    if nnodes > 1:
+        command += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}", "--rdzv-id=grw"]
+    return command + ["-m", "grw.train", *kinetics_args(setup, cfg)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``[torchrun …] python -m grw.train kinetics --data-root ROOT [options]``."""
+    setup, cfg = parse_kinetics_args(argv)
     try:
-        run_kinetics(setup, TrainConfig(**args))
+        run_kinetics(setup, cfg)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -179,3 +179,14 @@ def test_save_atomic_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch
     monkeypatch.undo()
     assert torch.load(path) == {"epoch": 1}
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_kinetics_command_line_round_trips():
+    from grw.train import KineticsSetup, kinetics_args, parse_kinetics_args, torchrun_command
+
+    setup = KineticsSetup(data_root="/data/k600", model="a2", stream=False, init_checkpoint="a2.pth")
+    cfg = TrainConfig(epochs=14, lam=0.1, backbone_lr=1e-4, amp="bf16", ema_decay=0.999, sync_bn=True, resume=True)
+    assert parse_kinetics_args(kinetics_args(setup, cfg)) == (setup, cfg)
+    command = torchrun_command(setup, cfg, nproc_per_node=8, nnodes=2, rdzv_endpoint="node0:29400")
+    assert command[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node=8", "--nnodes=2"]
+    assert "--rdzv-endpoint=node0:29400" in command and command[command.index("grw.train") + 1] == "kinetics"
