@@ -14,7 +14,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def test_01_loss_derivation(tmp_path):
-    r = run_notebook(NOTEBOOKS / "01_loss_derivation.ipynb", tmp_path, {"T": 5, "clips": 2, "steps": 60})
+    r = run_notebook(NOTEBOOKS / "01_loss_derivation.ipynb", tmp_path, {"T": 5, "clips": 2, "steps": 200})
     assert r["parameters"]["T"] == 5
     assert r["worked_example_T4"] == pytest.approx(1.5138385)
     assert r["log_likelihood"]["grw_path"] > 100 * r["log_likelihood"]["jittery_path"]
