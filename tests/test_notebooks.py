@@ -31,7 +31,7 @@ def test_01_loss_derivation(tmp_path):
 
 def test_02_vectorized_implementation(tmp_path):
     params = {"base": [8, 5, 32], "T_values": [3, 5], "K_values": [16, 64], "B_values": [4, 8], "min_run_time": 0.01,
-              "backbone_input": [1, 3, 8, 32, 32]}
+              "backbone_input": [2, 3, 16, 32, 32]}
     r = run_notebook(NOTEBOOKS / "02_vectorized_implementation.ipynb", tmp_path, params)
     assert r["max_relative_difference"] < 1e-5
     assert r["offset_relative_error"]["Gram, centred (grw_loss)"] < 1e-5
