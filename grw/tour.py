@@ -49,8 +49,12 @@ def _leaves(value: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """``(notebook, metric, value)`` rows: every number of every results.json (lists as mean ± std)."""
-    return [(name, key, value) for name, result in results.items() for key, value in _leaves(result)]
+    """``(notebook, metric, value)`` rows from each results.json: its ``summary`` entry if it has one, else every number (lists as mean ± std)."""
+    return [
+        (name, key, value)
+        for name, result in results.items()
+        for key, value in _leaves(result.get("summary", result))
+    ]
 
 
 def run_tour(notebooks: Path, out: Path) -> dict[str, dict[str, Any]]:
