@@ -9,6 +9,7 @@ that memory freed by one case cannot hide the next one's. On CUDA it is the rise
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import multiprocessing
 from collections.abc import Callable
@@ -127,8 +128,20 @@ def bench_loss(device: str = "cpu", json_path: Path | None = None) -> dict:
 
 
 def bench_airplanes(device: str = "cpu", json_path: Path | None = None) -> dict:
-    """Rendering speed of the Airplanes dataset (videos/s)."""
-    raise NotImplementedError
+    """Rendering speed of the default Airplanes dataset (1,000 + 100 videos), without touching the cache."""
+    import time
+
+    from grw.data.airplanes import AirplanesConfig, render_airplanes
+
+    config = AirplanesConfig()
+    started = time.perf_counter()
+    videos = sum(len(render_airplanes(config, split, progress=False)["labels"]) for split in ("train", "test"))
+    seconds = time.perf_counter() - started
+    results = {"config": dataclasses.asdict(config), "videos": videos, "seconds": seconds, "videos_per_second": videos / seconds}
+    print(f"Airplanes: {videos} videos of {config.frames}×{config.size}² in {seconds:.1f} s "
+          f"({videos / seconds:.0f} videos/s, {torch.get_num_threads()} threads)")
+    _write_json(results, json_path)
+    return results
 
 
 def bench_movinet(device: str = "cpu", json_path: Path | None = None) -> dict:
