@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["confusion_matrix", "mean_squared_acceleration", "standardize", "topk_correct"]
+__all__ = ["confusion_matrix", "mean_squared_acceleration", "standardize", "straightness", "topk_correct"]
 
 
 def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
@@ -39,3 +39,16 @@ def mean_squared_acceleration(Z: Tensor, standardized: bool = True) -> float:
         raise ValueError(f"expected embeddings [n, N >= 3, K], got {tuple(Z.shape)}")
     Z = standardize(Z) if standardized else Z
     return float(Z.double().diff(n=2, dim=1).pow(2).mean())
+
+
+def straightness(Z: Tensor) -> float:
+    """Mean over clips of chord length / path length of the trajectories ``Z [n, N, K]``: 1 for a straight line.
+
+    Scale-free and blind to spacing; :func:`mean_squared_acceleration` sees both bends and uneven steps.
+    """
+    if Z.ndim != 3 or Z.shape[1] < 2:
+        raise ValueError(f"expected embeddings [n, N >= 2, K], got {tuple(Z.shape)}")
+    Z = Z.double()
+    path = Z.diff(dim=1).norm(dim=-1).sum(dim=1)
+    chord = (Z[:, -1] - Z[:, 0]).norm(dim=-1)
+    return float((chord / path.clamp_min(1e-12)).mean())

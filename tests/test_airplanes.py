@@ -136,6 +136,22 @@ def test_single_frame_control_repeats_one_frame():
     assert torch.equal(SingleFrame(train, seed=0)[1][0], video)
 
 
+def test_validation_split_partitions_the_training_set():
+    rendered = render_airplanes(SMALL, "train", progress=False)
+    train = airplanes.AirplanesDataset(rendered["videos"], rendered["labels"])
+    kept, held_out = train.split(0.25, seed=1)
+    assert (len(kept), len(held_out)) == (9, 3)
+    videos = {digest(v) for v in kept.videos} | {digest(v) for v in held_out.videos}
+    assert videos == {digest(v) for v in train.videos}  # disjoint and complete
+    for part in (kept, held_out):  # each video keeps its label
+        for video, label in zip(part.videos, part.labels):
+            assert label == train.labels[next(i for i, v in enumerate(train.videos) if torch.equal(v, video))]
+    assert torch.equal(train.split(0.25, seed=1)[1].videos, held_out.videos)
+    assert not torch.equal(train.split(0.25, seed=2)[1].videos, held_out.videos)
+    with pytest.raises(ValueError, match="fraction must be in"):
+        train.split(1.0)
+
+
 def test_causal_encoder_only_looks_back():
     torch.manual_seed(0)
     encoder = CausalVideoEncoder(widths=(8, 16)).eval()

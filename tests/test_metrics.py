@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from grw.metrics import confusion_matrix, mean_squared_acceleration, topk_correct
+from grw.metrics import confusion_matrix, mean_squared_acceleration, straightness, topk_correct
 from grw.plots import pca_project, plot_confusion, plot_learning_curves, plot_trajectories
 
 
@@ -37,6 +37,18 @@ def test_mean_squared_acceleration():
     assert mean_squared_acceleration(100 * noise) == pytest.approx(mean_squared_acceleration(noise))
     with pytest.raises(ValueError, match="N >= 3"):
         mean_squared_acceleration(torch.randn(2, 2, 3))
+
+
+def test_straightness():
+    t = torch.arange(6.0)[:, None]
+    line = torch.stack([t * torch.tensor([1.0, 2.0]), 5 + t**2 * torch.tensor([0.0, -1.0])])  # uneven spacing is still straight
+    assert straightness(line) == pytest.approx(1.0)
+    zigzag = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]]])  # chord 2, path 2·√2
+    assert straightness(zigzag) == pytest.approx(2**-0.5)
+    back_and_forth = torch.tensor([[[0.0], [1.0], [0.0]]])
+    assert straightness(back_and_forth) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match=r"\[n, N >= 2, K\]"):
+        straightness(torch.zeros(3, 1, 2))
 
 
 def test_pca_project_finds_the_dominant_directions():

@@ -250,6 +250,15 @@ class AirplanesDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return self.videos[index].permute(0, 3, 1, 2).float() / 255, int(self.labels[index])
 
+    def split(self, fraction: float, seed: int = 0) -> tuple[AirplanesDataset, AirplanesDataset]:
+        """A random ``(1 - fraction, fraction)`` partition, e.g. a validation set carved from the training set."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        held_out = round(fraction * len(self))
+        keep, out = order[held_out:], order[:held_out]
+        return AirplanesDataset(self.videos[keep], self.labels[keep]), AirplanesDataset(self.videos[out], self.labels[out])
+
 
 class SingleFrame(Dataset):
     """The control that shows the task is temporal: each clip replaced by one of its frames, repeated ``[N, 3, H, W]``.
