@@ -14,7 +14,7 @@ Which pieces of ``pytorchvideo.data`` (0.1.5) this uses, and why not the others:
   ``(seed, epoch, index)`` only.
 * ``EncodedVideo(...).get_clip`` converts *every* native frame of the window to float32 before
   one in five or six is kept (a 10-s clip at 25 fps and 256² is 0.2 GB, several GB at 720p) and
-  runs about 2x slower; :func:`read_clip` streams the same PyAV decoding and converts only the
+  is several times slower; :func:`read_clip` streams the same PyAV decoding and converts only the
   frames it keeps.
 * ``RandomClipSampler`` draws from the global ``random`` module and cannot be seeded per sample;
   the window position is one uniform draw, taken from a per-sample seed here. The evaluation
@@ -32,7 +32,6 @@ import math
 import os
 import shutil
 import statistics
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 import torch
 from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths
 from torch import Tensor
@@ -102,7 +102,8 @@ def read_clip(path: str | Path, frames: int, fps: float, *, position: float = 0.
     Frame ``k`` is the one on screen at ``start + k / fps`` (torchvision ``VideoClips`` resampling);
     ``position`` in [0, 1] places the window from the video's start (0) to its end (1). A video
     shorter than the window is padded with its last frame. Raises :class:`UnreadableVideo` or a
-    PyAV error for a file that cannot be decoded or stops well before its announced duration.
+    PyAV error for a file that cannot be decoded, or whose frames stop (truncated) inside the window
+    more than ``TRUNCATION_TOLERANCE_S`` before its announced duration.
     """
     rate = Fraction(fps).limit_denominator(1_000_000)
     span = frames / rate
@@ -110,6 +111,7 @@ def read_clip(path: str | Path, frames: int, fps: float, *, position: float = 0.
         if not container.streams.video:
             raise UnreadableVideo(f"{path}: no video stream")
         stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1  # DataLoader workers are the parallelism; decoder threads only add overhead
         duration = _header_duration(container, stream)
         origin = stream.start_time or 0
         start = Fraction(position) * max(Fraction(duration) - span, 0) if duration else Fraction(0)
@@ -117,6 +119,7 @@ def read_clip(path: str | Path, frames: int, fps: float, *, position: float = 0.
             container.seek(origin + int(start / stream.time_base), stream=stream)
         times = [start + k / rate for k in range(frames)]
 
+        to_rgb = VideoReformatter()  # one colour converter for the clip (a frame's own to_ndarray builds a new one)
         picked: list[np.ndarray] = []
         shown = rgb_of = rgb = None
         shown_at = Fraction(0)
@@ -129,7 +132,7 @@ def read_clip(path: str | Path, frames: int, fps: float, *, position: float = 0.
                 shown = frame  # the window may start before the first frame (seek overshoot, start offsets)
             while len(picked) < frames and at > times[len(picked)]:
                 if rgb_of is not shown:
-                    rgb, rgb_of = shown.to_ndarray(format="rgb24"), shown
+                    rgb, rgb_of = to_rgb.reformat(shown, format="rgb24").to_ndarray(), shown
                 picked.append(rgb)
             if len(picked) == frames:
                 break
@@ -141,7 +144,7 @@ def read_clip(path: str | Path, frames: int, fps: float, *, position: float = 0.
             if duration is not None and decoded_until < duration - TRUNCATION_TOLERANCE_S:
                 raise UnreadableVideo(f"{path}: frames stop at {decoded_until:.2f} s of the announced {duration:.2f} s")
             if rgb_of is not shown:
-                rgb = shown.to_ndarray(format="rgb24")
+                rgb = to_rgb.reformat(shown, format="rgb24").to_ndarray()
             picked += [rgb] * (frames - len(picked))  # short video: hold the last frame
     return torch.from_numpy(np.stack(picked))
 
@@ -216,7 +219,7 @@ class KineticsClips(Dataset):
             try:
                 clip = read_clip(path, self.frames, self.fps, position=torch.rand(()).item() if self.training else 0.0)
             except (av.error.FFmpegError, OSError, UnreadableVideo) as error:
-                logger.warning("skipping unreadable video %s: %s", path, error)
+                logger.info("skipping unreadable video %s: %s", path, error)  # counted by collate_fn
                 return None
             video = self.transform(tv_tensors.Video(clip.permute(0, 3, 1, 2)))
         return video.as_subclass(Tensor).transpose(0, 1).contiguous(), label
@@ -242,6 +245,12 @@ def _from_manifest(manifest: Path) -> tuple[LabeledVideoPaths, list[str]]:
         raise ValueError(f"{manifest}: expected lines of '<video path> <integer label>' ({error})") from error
     videos.path_prefix = str(manifest.parent)
     labels = [videos[i][1]["label"] for i in range(len(videos))]
+    if min(labels) < 0:
+        raise ValueError(f"{manifest}: a line without a label (or a negative one); expected '<video path> <integer label>'")
+    if not os.path.exists(videos[0][0]):
+        raise FileNotFoundError(
+            f"{manifest}: no video at {videos[0][0]}; expected paths absolute or relative to {manifest.parent}"
+        )
     names_file = manifest.parent / "classes.txt"
     if names_file.is_file():
         classes = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
@@ -338,13 +347,14 @@ class LayoutReport:
 
 
 def _probe(path: Path) -> float:
-    """Seconds of a video (header), after decoding its first frame; raises if it cannot be read."""
+    """Seconds of a video (header), after decoding its first frame and its last half second; raises if it cannot be read."""
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise UnreadableVideo(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        next(container.decode(stream))
-        return _header_duration(container, stream) or float("nan")
+        duration = _header_duration(container, container.streams.video[0])
+    for position in (0.0, 1.0):  # a truncated file decodes from its start but stops before the end
+        read_clip(path, 1, 1 / TRUNCATION_TOLERANCE_S, position=position)
+    return float("nan") if duration is None else duration
 
 
 def check_layout(root: str | Path, *, probe: int | None = 200) -> LayoutReport:
@@ -354,7 +364,8 @@ def check_layout(root: str | Path, *, probe: int | None = 200) -> LayoutReport:
     unreadable files and durations.
     """
     root = Path(root).expanduser()
-    expected = f"expected ROOT/train and ROOT/val (optionally ROOT/test), each with one folder per class holding {'/'.join(VIDEO_EXTENSIONS)} videos"
+    expected = (f"expected ROOT/train and ROOT/val (optionally ROOT/test), each with one folder per class holding "
+                f"{'/'.join(VIDEO_EXTENSIONS)} videos")
     if not root.exists():
         raise LayoutError(f"{root} does not exist; {expected}")
     if not root.is_dir():
@@ -413,7 +424,7 @@ def check_layout(root: str | Path, *, probe: int | None = 200) -> LayoutReport:
         for path in tqdm(chosen, desc=f"probing {split}", leave=False, disable=len(chosen) < 100):
             try:
                 report.durations[split].append(_probe(path))
-            except (av.error.FFmpegError, OSError, UnreadableVideo, StopIteration):
+            except (av.error.FFmpegError, OSError, UnreadableVideo):
                 report.unreadable.append(path)
     return report
 
@@ -425,14 +436,17 @@ def check_layout(root: str | Path, *, probe: int | None = 200) -> LayoutReport:
 
 def _synthetic_classes(classes: int) -> list[str]:
     """Names in index order: the heading's vertical direction and angle, e.g. ``00_up_68deg``."""
+    width = max(2, len(str(classes - 1)))  # zero-padded so that sorted names keep index order
     names = []
     for k in range(classes):
         deg = round(-90 + 180 * (k + 0.5) / classes)
-        names.append(f"{k:02d}_{'up' if deg < 0 else 'down' if deg > 0 else 'level'}_{abs(deg):02d}deg")
+        names.append(f"{k:0{width}d}_{'up' if deg < 0 else 'down' if deg > 0 else 'level'}_{abs(deg):02d}deg")
     return names
 
 
-def synthetic_video(seed: int, split: str, label: int, index: int, *, classes: int, frames: int, size: int, fps: int) -> np.ndarray:
+def synthetic_video(
+    seed: int, split: str, label: int, index: int, *, classes: int, frames: int, size: int, fps: int
+) -> np.ndarray:
     """One stand-in video, uint8 ``[frames, size, size, 3]``: a random smooth periodic texture drifting at a class heading.
 
     Class ``k`` heads at ``-90° + 180°(k + ½)/classes`` from the horizontal (negative: up), left or
@@ -482,14 +496,15 @@ def write_synthetic(
     train_per_class: int = 16,
     val_per_class: int = 4,
     seed: int = 0,
-    frames: int = 50,
+    frames: int = 100,
     size: int = 64,
     fps: int = 10,
 ) -> Path:
     """Write (or reuse) a synthetic stand-in ``OUT/{train,val}/<class>/<video>.mp4`` (see :func:`synthetic_video`).
 
     Written into a temporary sibling folder, marked complete with ``synthetic.json`` and renamed
-    into place, so an interrupted write never looks whole. The same seed gives the same bytes.
+    into place, so an interrupted write never looks whole. The same seed gives the same bytes. The
+    default 10 s at 10 fps covers the paper's A0–A2 clip (50 frames at 5 fps) like a Kinetics video.
     """
     if classes < 2 or train_per_class < 1 or val_per_class < 1:
         raise ValueError(f"expected classes >= 2 and at least one video per class and split, got {classes=}, "
@@ -499,11 +514,16 @@ def write_synthetic(
     out = Path(out).expanduser().absolute()
     params = dict(version=SYNTHETIC_VERSION, classes=classes, train_per_class=train_per_class,
                   val_per_class=val_per_class, seed=seed, frames=frames, size=size, fps=fps)
+    names = _synthetic_classes(classes)
+    files = {(split, k, i): Path(split, names[k], f"{names[k]}_{i:04d}.mp4")
+             for split, n in (("train", train_per_class), ("val", val_per_class)) for k in range(classes) for i in range(n)}
 
     def reusable() -> bool:
         found = _complete_params(out)
         if found is None:
-            if out.exists() and any(out.iterdir()):
+            # Without its marker a folder is rebuilt, but only if it holds nothing this call would not write.
+            ours = set(files.values())
+            if out.exists() and not (out.is_dir() and all(p.is_dir() or p.relative_to(out) in ours for p in out.rglob("*"))):
                 raise ValueError(f"{out} exists and is not a complete synthetic stand-in (no {SYNTHETIC_MARKER}); "
                                  "remove it or choose another folder")
             return False
@@ -514,22 +534,19 @@ def write_synthetic(
 
     if reusable():
         return out
-    names = _synthetic_classes(classes)
-    jobs = [(split, k, i) for split, n in (("train", train_per_class), ("val", val_per_class))
-            for k in range(classes) for i in range(n)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    partial = out.with_name(f".{out.name}.partial{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     try:
-        for split, k, i in tqdm(jobs, desc=f"writing {out.name}", leave=False):
-            folder = partial / split / names[k]
-            folder.mkdir(parents=True, exist_ok=True)
+        for (split, k, i), path in tqdm(files.items(), desc=f"writing {out.name}", leave=False):
+            (partial / path).parent.mkdir(parents=True, exist_ok=True)
             video = synthetic_video(seed, split, k, i, classes=classes, frames=frames, size=size, fps=fps)
-            _write_mp4(folder / f"{names[k]}_{i:04d}.mp4", video, fps)
+            _write_mp4(partial / path, video, fps)
         marker = {"about": "synthetic stand-in for Kinetics written by grw.data.kinetics.write_synthetic",
                   "params": params, "classes": names}
         (partial / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        if out.is_dir():
-            out.rmdir()  # empty (checked above); a rename cannot replace a folder that has entries
+        if out.exists() and _complete_params(out) is None:
+            shutil.rmtree(out)  # an unmarked leftover (checked above); a rename cannot replace a folder with entries
         try:
             partial.rename(out)
         except OSError:
