@@ -376,6 +376,12 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: Tr
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or rank != 0, leave=False)
         for batch in bar:
             videos, labels, skipped = _unpack(batch)
+            if len(labels) == 0:  # every video of this batch was unreadable
+                if size > 1:  # the other processes wait for this one's gradients: stop rather than hang
+                    raise RuntimeError(f"every video of a training batch on rank {rank} was unreadable: "
+                                       "find them with `python -m grw kinetics check ROOT` and remove them")
+                sums[4] += skipped
+                continue
             videos, labels = videos.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with _autocast(device, cfg.amp):
                 logits, Z = _forward(net, videos)
@@ -421,10 +427,22 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: Tr
                 record.update({f"ema_val_{k}": v for k, v in scores.items()})
         record["seconds"] = time.perf_counter() - epoch_started
         history.append(record)
+        if cfg.progress and rank == 0:
+            tqdm.write(describe_epoch(record, cfg.epochs))
         if out_dir is not None and rank == 0:
             _save_checkpoint(out_dir, epoch, cfg, model, ema, optimizer, schedule, scaler, history)
 
     return TrainResult(history, model, ema.module if ema is not None else None, time.perf_counter() - started, cfg)
+
+
+def describe_epoch(record: dict[str, Any], epochs: int) -> str:
+    """One line per epoch: losses, skipped videos and the validation scores of the raw and EMA weights."""
+    line = f"epoch {record['epoch']}/{epochs}  loss {record['train_loss']:.3f} (ce {record['train_ce']:.3f}, grw {record['train_grw']:.3f})"
+    for prefix, name in (("val_", "val"), ("ema_val_", "ema val")):
+        if f"{prefix}top1" in record:
+            line += f"  {name} top-1 {record[f'{prefix}top1']:.1f} top-5 {record[f'{prefix}top5']:.1f}"
+    skipped = record["skipped"] + record.get("val_skipped", 0)
+    return line + (f"  skipped {skipped} unreadable" if skipped else "") + f"  ({record['seconds']:.0f} s)"
 
 
 def _check_resumable(state: dict[str, Any], cfg: TrainConfig) -> None:

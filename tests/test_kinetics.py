@@ -222,6 +222,8 @@ def test_unreadable_videos_are_skipped_counted_and_reported(standin, tmp_path):
     val = kinetics_dataset(root, "val", **CLIP, crop=16, training=False)
     result = fit(MeanColour(3), train, val, TrainConfig(epochs=1, batch_size=3, lam=0.0, progress=False))
     assert result.history[0]["skipped"] == 2 and result.history[0]["val_skipped"] == 1 and result.history[0]["val_n"] == 2
+    one_by_one = fit(MeanColour(3), train, None, TrainConfig(epochs=1, batch_size=1, lam=0.0, progress=False))
+    assert one_by_one.history[0]["skipped"] == 2 and math.isfinite(one_by_one.history[0]["train_loss"])  # empty batches pass
 
     # the checker also decodes each video's end, so it reports the file whose tail is missing
     report = check_layout(root)

@@ -42,3 +42,25 @@ def test_02_vectorized_implementation(tmp_path):
     assert r["backbone_step_ms"]["with GRW"] > 0
     assert (tmp_path / "loss_cost_sweeps.png").is_file()
     assert ("02", "forms agree (max relative difference)", r["summary"]["forms agree (max relative difference)"]) in summary_rows({"02": r})
+
+
+def test_03_airplanes_warmup(tmp_path):
+    params = {"n_train": 60, "n_test": 15, "frames": 8, "size": 24, "epochs": 2, "seeds": [0, 1], "T": 4, "K": 16,
+              "batch_size": 16, "val_fraction": 0.2, "lam": 0.5, "lam_sweep": [2.0], "data_root": str(tmp_path / "data")}
+    r = run_notebook(NOTEBOOKS / "03_airplanes_warmup.ipynb", tmp_path, params)
+    assert r["parameters"]["size"] == 24 and r["parameters"]["seeds"] == [0, 1]
+    assert (tmp_path / "data").is_dir()  # the dataset went where it was told
+    for name in ("baseline", "grw"):
+        assert len(r["test_accuracy"][name]) == 2 and all(0 <= a <= 100 for a in r["test_accuracy"][name])
+        per_seed = r["per_seed"][name]
+        assert all(0 < m < 20 for m in per_seed["mean_sq_acceleration"]) and all(0 < s <= 1 for s in per_seed["straightness"])
+        assert r["mean_sq_acceleration"][name] == pytest.approx(sum(per_seed["mean_sq_acceleration"]) / 2)
+        assert sum(map(sum, r["confusion"][name])) == 2 * 15  # every test clip of both seeds, once
+        assert [h["epoch"] for h in r["history"][name][0]] == [1, 2]
+    assert r["history"]["baseline"][0][0]["train_grw"] == 0 and r["history"]["grw"][0][0]["train_grw"] > 0
+    assert set(r["lambda_sweep"]) == {"0.0", "0.5", "2.0"}
+    assert r["lambda_sweep"]["0.0"]["accuracy"] == r["test_accuracy"]["baseline"][0]
+    assert 0 <= r["single_frame_accuracy"] <= 100
+    for name in ("clips", "learning_curves", "confusion", "trajectories", "lambda_sweep"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    assert dict(((k, v) for _, k, v in summary_rows({"03": r})))["single-frame control top-1 (%)"].endswith("(chance 33)")
