@@ -144,11 +144,212 @@ def bench_airplanes(device: str = "cpu", json_path: Path | None = None) -> dict:
     return results
 
 
+MOVINET_CLIP = (2, 16, 172)  # batch, frames, size of the training-step clips
+MOVINET_TRAIN_CASES: tuple[tuple[bool, bool, bool], ...] = tuple(
+    (stream, compiled, channels_last) for stream in (False, True) for compiled in (False, True) for channels_last in (False, True)
+)
+
+
+def _movinet_case(kind: str, stream: bool, compiled: bool, channels_last: bool, device: str) -> dict[str, Any]:
+    """One MoViNet-A0 measurement: a training step (``kind="train"``) or a streamed frame (``kind="stream"``)."""
+    import time
+
+    import torch.nn.functional as F
+
+    from grw.models.movinet import create_movinet
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    model = create_movinet("a0", stream=stream).to(dev, memory_format=layout)
+    if kind == "train":
+        B, T, size = MOVINET_CLIP
+        video = torch.rand(B, 3, T, size, size, device=dev).contiguous(memory_format=layout)
+        labels = torch.randint(600, (B,), device=dev)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        forward = torch.compile(model) if compiled else model
+
+        def step() -> torch.Tensor:
+            loss = F.cross_entropy(forward(video), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.detach()
+
+    else:
+        model.eval()
+        frame = torch.rand(1, 3, 1, 172, 172, device=dev).contiguous(memory_format=layout)
+        step_fn = torch.compile(model.step) if compiled else model.step
+        state = step_fn(frame, None)[1]
+
+        @torch.no_grad()
+        def step() -> torch.Tensor:
+            nonlocal state
+            logits, state = step_fn(frame, state)
+            return logits
+
+    started = time.perf_counter()
+    step()  # warm-up (and compilation), then the carried state has its steady shape
+    step()
+    first_calls = time.perf_counter() - started
+    peak = peak_extra_bytes(step, dev)
+    return {"seconds": seconds_per_call(step, min_run_time=2.0), "peak_bytes": peak, "warmup_seconds": first_calls}
+
+
 def bench_movinet(device: str = "cpu", json_path: Path | None = None) -> dict:
-    """MoViNet A0 base/stream training-step throughput, peak memory and streaming latency."""
-    raise NotImplementedError
+    """MoViNet A0 base/stream training-step throughput, peak memory and streaming latency.
+
+    Training step = forward + cross-entropy backward + AdamW step on ``[2, 3, 16, 172, 172]``, eager vs
+    ``torch.compile``, contiguous vs ``channels_last_3d``; streaming = ``step`` on one 172² frame with the
+    state carried, batch 1, no grad. A case that fails (e.g. compilation) is a row with the error.
+    """
+    run = in_fresh_process if device == "cpu" else (lambda f, *a: f(*a))
+
+    def measure(kind: str, stream: bool, compiled: bool, channels_last: bool) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "model": "A0 stream" if stream else "A0 base",
+            "mode": "compile" if compiled else "eager",
+            "layout": "channels_last_3d" if channels_last else "contiguous",
+        }
+        try:
+            row |= run(_movinet_case, kind, stream, compiled, channels_last, device)
+            row["note"] = ""
+        except Exception as error:  # reported in the table, not hidden
+            row |= {"seconds": float("nan"), "peak_bytes": float("nan"), "warmup_seconds": float("nan")}
+            row["note"] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:80] if str(error) else ''}"
+        return row
+
+    B, T, size = MOVINET_CLIP
+    train = [measure("train", *case) for case in MOVINET_TRAIN_CASES]
+    for row in train:
+        eager = next(r for r in train if r["model"] == row["model"] and r["mode"] == "eager" and r["layout"] == "contiguous")
+        row |= {
+            "clips_per_s": B / row["seconds"],
+            "speedup": eager["seconds"] / row["seconds"],
+            "peak_MB": row["peak_bytes"] / 2**20,
+            "memory_ratio": row["peak_bytes"] / eager["peak_bytes"],
+        }
+    print(f"MoViNet-A0 training step (forward + backward + AdamW), batch {B}, {T}×{size}², on {device} "
+          f"({torch.get_num_threads()} threads); ratios vs eager contiguous of the same model")
+    _print_table(train, {
+        "model": "s", "mode": "s", "layout": "s", "clips_per_s": ".2f", "speedup": ".2f", "peak_MB": ".0f",
+        "memory_ratio": ".2f", "warmup_seconds": ".0f", "note": "s",
+    })
+    streaming = [measure("stream", True, compiled, False) for compiled in (False, True)]
+    for row in streaming:
+        row |= {"ms_per_frame": 1e3 * row["seconds"], "frames_per_s": 1 / row["seconds"], "peak_MB": row["peak_bytes"] / 2**20}
+    print(f"\nMoViNet-A0 stream, one 172² frame per step() with the state carried, batch 1, no grad, on {device}")
+    _print_table(streaming, {
+        "mode": "s", "ms_per_frame": ".1f", "frames_per_s": ".1f", "peak_MB": ".1f", "warmup_seconds": ".0f", "note": "s",
+    })
+    results = {"device": device, "threads": torch.get_num_threads(), "clip": MOVINET_CLIP, "train": train, "streaming": streaming}
+    _write_json(results, json_path)
+    return results
+
+
+KINETICS_INPUT = (50, 5.0, 172)  # frames, fps, crop: the paper's A0 input
+KINETICS_STEP_BATCH = 2
+
+
+def _loader_case(root: str, training: bool, clips: int) -> dict[str, float]:
+    """Clips/s of one data-loading worker (one process, one thread) over the paper's A0 input."""
+    import time
+
+    from grw.data.kinetics import kinetics_dataset
+
+    torch.set_num_threads(1)
+    frames, fps, crop = KINETICS_INPUT
+    data = kinetics_dataset(root, "train", frames=frames, fps=fps, crop=crop, training=training)
+    data[0]  # opens the codec libraries
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(clips):
+        video, _ = data[i % len(data)]
+        assert video.shape == (3, frames, crop, crop)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"clips_per_s": clips / wall, "clips_per_cpu_s": clips / cpu}
+
+
+def _kinetics_step_case(variant: str, device: str, repeats: int) -> list[float]:
+    """Seconds of ``repeats`` training steps of A0-stream on ``[2, 3, 50, 172, 172]``: published classifier or GRW head."""
+    import time
+
+    import torch.nn.functional as F
+
+    from grw.loss import GRWLoss
+    from grw.models.movinet import create_movinet
+    from grw.train import KineticsSetup, build_kinetics_model
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    frames, _, crop = KINETICS_INPUT
+    model = (create_movinet("a0", stream=True) if variant == "MoViNet classifier"
+             else build_kinetics_model(KineticsSetup("unused"), 600)).to(dev)
+    grw = GRWLoss(5).to(dev) if variant == "GRW head + GRW loss" else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    video = torch.rand(KINETICS_STEP_BATCH, 3, frames, crop, crop, device=dev)
+    labels = torch.randint(600, (KINETICS_STEP_BATCH,), device=dev)
+
+    def step() -> None:
+        out = model(video)
+        logits, Z = out if isinstance(out, tuple) else (out, None)
+        loss = F.cross_entropy(logits, labels) + (0.1 * grw(Z) if grw is not None else 0.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return times
 
 
 def bench_kinetics(device: str = "cpu", json_path: Path | None = None) -> dict:
-    """Kinetics loader clips/s per worker, A0 training-step clips/s, and GRW overhead on the step."""
-    raise NotImplementedError
+    """Kinetics loader clips/s per worker, A0-stream training-step clips/s, and the GRW overhead on the step.
+
+    Loader: a 256², 25 fps, 10 s stand-in (``write_synthetic``) read at the paper's A0 input (50 frames
+    at 5 fps, 172² crops), one process with one thread, as one ``DataLoader`` worker. Training step:
+    forward + backward + AdamW on ``[2, 3, 50, 172, 172]`` for the published classifier, the GRW head
+    trained without the GRW loss (the baseline of notebook 04) and with it; the three interleaved, so
+    that drifts of the machine's speed hit them alike.
+    """
+    import statistics
+    import tempfile
+
+    from grw.data.kinetics import write_synthetic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_synthetic(Path(tmp) / "standin", classes=2, train_per_class=4, val_per_class=1, frames=250,
+                               size=256, fps=25)
+        loader = [{"transform": name, **in_fresh_process(_loader_case, str(root), training, 16)}
+                  for name, training in (("training (random resized crop + flip)", True), ("evaluation (resize + centre crop)", False))]
+    frames, fps, crop = KINETICS_INPUT
+    print(f"Kinetics loader, one worker (1 process, 1 thread): {frames} frames at {fps:g} fps, {crop}² crops, "
+          "from 10 s 256² 25 fps H.264 videos")
+    _print_table(loader, {"transform": "s", "clips_per_s": ".2f", "clips_per_cpu_s": ".2f"})
+
+    variants = ("MoViNet classifier", "GRW head, λ = 0", "GRW head + GRW loss")
+    repeats = 3 if device == "cpu" else 20
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(2):  # two interleaved rounds
+        for variant in variants:
+            times[variant] += _kinetics_step_case(variant, device, repeats)
+    baseline = statistics.median(times["GRW head, λ = 0"])
+    steps = []
+    for variant in variants:
+        seconds = statistics.median(times[variant])
+        steps.append({"model": variant, "seconds_per_step": seconds, "clips_per_s": KINETICS_STEP_BATCH / seconds,
+                      "vs_grw_head_without_loss": seconds / baseline})
+    print(f"\nMoViNet-A0-stream training step (forward + backward + AdamW), batch {KINETICS_STEP_BATCH}, "
+          f"{frames}×{crop}², on {device} ({torch.get_num_threads()} threads), median of {2 * repeats}")
+    _print_table(steps, {"model": "s", "seconds_per_step": ".2f", "clips_per_s": ".2f", "vs_grw_head_without_loss": ".3f"})
+    overhead = steps[2]["vs_grw_head_without_loss"] - 1
+    print(f"GRW loss overhead on the training step: {100 * overhead:+.1f} % (paper: about 2 %)")
+    results = {"device": device, "threads": torch.get_num_threads(), "input": KINETICS_INPUT, "loader": loader,
+               "train_step": steps, "grw_overhead": overhead, "step_seconds": times}
+    _write_json(results, json_path)
+    return results

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import copy
+from collections.abc import Sequence
 
-__all__ = ["confusion_matrix", "mean_squared_acceleration", "standardize", "straightness", "topk_correct"]
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["confusion_matrix", "gmacs", "mean_squared_acceleration", "standardize", "straightness", "topk_correct"]
 
 
 def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
@@ -52,3 +56,15 @@ def straightness(Z: Tensor) -> float:
     path = Z.diff(dim=1).norm(dim=-1).sum(dim=1)
     chord = (Z[:, -1] - Z[:, 0]).norm(dim=-1)
     return float((chord / path.clamp_min(1e-12)).mean())
+
+
+def gmacs(model: nn.Module, input_shape: Sequence[int]) -> float:
+    """Billions of multiply-accumulates of one forward pass on an ``input_shape`` tensor (e.g. ``[1, 3, T, H, W]``).
+
+    Counts convolutions and matrix products, like published model costs, on a copy of ``model`` on
+    the meta device: instant, and the model itself is untouched.
+    """
+    meta = copy.deepcopy(model).to("meta").eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(torch.empty(*input_shape, device="meta"))
+    return counter.get_total_flops() / 2e9

@@ -71,7 +71,8 @@ class TrainConfig:
     num_workers: int = 0
     out_dir: str | None = None  # checkpoint, metrics.jsonl; nothing is written when None
     resume: bool = False
-    progress: bool = True
+    progress: bool = True  # a progress bar per epoch (rank 0)
+    log_epochs: bool = True  # one line of metrics per epoch (rank 0)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -427,7 +428,7 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: Tr
                 record.update({f"ema_val_{k}": v for k, v in scores.items()})
         record["seconds"] = time.perf_counter() - epoch_started
         history.append(record)
-        if cfg.progress and rank == 0:
+        if cfg.log_epochs and rank == 0:
             tqdm.write(describe_epoch(record, cfg.epochs))
         if out_dir is not None and rank == 0:
             _save_checkpoint(out_dir, epoch, cfg, model, ema, optimizer, schedule, scaler, history)
@@ -529,15 +530,15 @@ def build_kinetics_model(setup: KineticsSetup, num_classes: int) -> nn.Module:
         dropout=setup.head_dropout,
         stochastic_depth=setup.head_drop_path,
     )
+    if state is not None and not ours:
+        load_movinet_pytorch_state_dict(backbone, state)  # the published layout: the backbone and its classifier
+    backbone.classifier = nn.Identity()  # the GRW head classifies; parameters without gradients would stall DDP
     model = GRWVideoClassifier(backbone, setup.embed_dim, head)
     if state is not None and ours:
         saved = state["model"]["head.classifier.weight"].shape[0]
         if saved != num_classes:
             raise ValueError(f"{setup.init_checkpoint} classifies {saved} classes but the data has {num_classes}")
         model.load_state_dict(state["model"])
-    elif state is not None:
-        # The published MoViNet layout: the backbone only; its classifier is replaced by the GRW head.
-        load_movinet_pytorch_state_dict(backbone, state)
     return model
 
 
@@ -548,6 +549,7 @@ def run_kinetics(setup: KineticsSetup, cfg: TrainConfig) -> TrainResult:
     common = dict(frames=setup.frames, fps=setup.fps, crop=setup.crop, seed=cfg.seed)
     train_set = kinetics_dataset(setup.data_root, "train", training=True, **common)
     val_set = kinetics_dataset(setup.data_root, "val", training=False, **common)
+    seed_everything(cfg.seed)  # the same initial weights for every run of a seed, whatever ran before
     model = build_kinetics_model(setup, len(train_set.classes))
     result = fit(model, train_set, val_set, cfg)
     if cfg.out_dir and world()[0] == 0:

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from grw.metrics import confusion_matrix, mean_squared_acceleration, straightness, topk_correct
+from grw.metrics import confusion_matrix, gmacs, mean_squared_acceleration, straightness, topk_correct
 from grw.plots import pca_project, plot_confusion, plot_learning_curves, plot_trajectories
 
 
@@ -76,3 +76,9 @@ def test_plots_draw_what_they_are_given():
     curves = plot_learning_curves({"baseline": [{"epoch": 1, "val_top1": 50.0}, {"epoch": 2, "val_top1": 60.0}]}, keys=["val_top1"])
     assert curves.axes[0].lines[0].get_ydata().tolist() == [50.0, 60.0]
     plt.close("all")
+
+
+def test_gmacs_counts_convolutions_and_leaves_the_model_alone():
+    conv = torch.nn.Conv3d(3, 8, (1, 3, 3), padding=(0, 1, 1))
+    assert gmacs(conv, (1, 3, 2, 10, 10)) * 1e9 == pytest.approx(8 * 2 * 10 * 10 * 3 * 9)  # outputs × MACs per output
+    assert conv.weight.device.type == "cpu"

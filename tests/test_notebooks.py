@@ -64,3 +64,23 @@ def test_03_airplanes_warmup(tmp_path):
     for name in ("clips", "learning_curves", "confusion", "trajectories", "lambda_sweep"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
     assert dict(((k, v) for _, k, v in summary_rows({"03": r})))["single-frame control top-1 (%)"].endswith("(chance 33)")
+
+
+def test_04_kinetics600_movinet_under_torchrun(tmp_path):
+    synthetic = {"classes": 3, "train_per_class": 4, "val_per_class": 2, "seed": 1}
+    params = {"synthetic_root": str(tmp_path / "data"), "synthetic": synthetic, "nproc_per_node": 2, "epochs": 2,
+              "batch_size": 4, "frames": 5, "crop": 32}
+    r = run_notebook(NOTEBOOKS / "04_kinetics600_movinet.ipynb", tmp_path, params)
+    assert (r["model"], r["data"], r["epochs"], r["world_size"], r["classes"]) == ("a0-stream", "synthetic", 2, 2, 3)
+    assert (tmp_path / "data" / "c3-train4-val2-seed1" / "synthetic.json").is_file()
+    for name in ("baseline", "grw"):
+        assert 0 <= r["top1"][name] <= 100 and r["top5"][name] == 100  # three classes: always in the top 5
+        history = r["history"][name]
+        assert [h["epoch"] for h in history] == [1, 2] and all(h["val_n"] == 6 for h in history)
+        assert (tmp_path / name / "checkpoint.pt").is_file()
+        assert len((tmp_path / name / "metrics.jsonl").read_text().splitlines()) == 2
+    assert r["history"]["baseline"][0]["train_grw"] == 0 and r["history"]["grw"][0]["train_grw"] > 0
+    assert r["gmacs"]["paper input"] == pytest.approx(2.45, rel=0.03)  # A0-stream at 50×172², GRW head included
+    assert set(r["seconds"]) == {"data", "baseline", "grw", "total"}
+    for name in ("clips", "learning_curves"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5_000

@@ -80,3 +80,31 @@ def test_unknown_layer_and_missing_forward_are_clear_errors():
     taps = GRWTaps(model, ["layer1"], T=4)
     with pytest.raises(RuntimeError, match="run a forward pass"):
         taps.loss()
+
+
+def test_x3d_trunk_feeds_the_grw_classifier():
+    """Final-layer GRW on a second model family: X3D without its head → per-frame features → Z → Transformer head."""
+    from torch import nn
+
+    from grw.models import FrameFeatures, GRWVideoClassifier
+
+    torch.manual_seed(0)
+    x3d = create_x3d(input_clip_length=8, input_crop_size=32, model_num_class=5)
+    trunk = nn.Sequential(*x3d.blocks[:-1])  # everything before the head: [B, 192, T, H/32, W/32]
+    model = GRWVideoClassifier(FrameFeatures(trunk, 192), embed_dim=16, num_classes=5)
+    video, labels = torch.rand(2, 3, 8, 32, 32), torch.tensor([0, 3])
+    logits, Z = model(video)
+    assert logits.shape == (2, 5) and Z.shape == (2, 8, 16)  # one embedding per frame: X3D keeps time
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(4):
+        logits, Z = model(video)
+        loss = F.cross_entropy(logits, labels) + 0.1 * grw_loss(Z, 4)
+        optimizer.zero_grad()
+        loss.backward()
+        assert trunk[0].conv.conv_t.weight.grad.abs().sum() > 0  # the GRW gradient reaches the stem
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="expected the trunk to give \\[B, 100"):
+        FrameFeatures(trunk, 100)(video)

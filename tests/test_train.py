@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import Dataset
 
+from grw.loss import grw_loss
 from grw.models import GRWVideoClassifier, TemporalTransformerHead
 from grw.train import TrainConfig, evaluate, fit, save_atomic, warmup_cosine
 
@@ -190,3 +192,33 @@ def test_kinetics_command_line_round_trips():
     command = torchrun_command(setup, cfg, nproc_per_node=8, nnodes=2, rdzv_endpoint="node0:29400")
     assert command[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node=8", "--nnodes=2"]
     assert "--rdzv-endpoint=node0:29400" in command and command[command.index("grw.train") + 1] == "kinetics"
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "movinet"
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"MoViNet fixtures not found at {FIXTURES}")
+def test_kinetics_model_loads_published_weights_and_every_parameter_trains(tmp_path):
+    from grw.models.movinet import create_movinet, load_movinet_pytorch_state_dict
+    from grw.train import KineticsSetup, build_kinetics_model
+
+    published = FIXTURES / "a0_stream_state_dict.pt"
+    setup = KineticsSetup(data_root="unused", init_checkpoint=str(published), embed_dim=32)
+    model = build_kinetics_model(setup, num_classes=5).eval()
+    reference = create_movinet("a0", stream=True).eval()
+    load_movinet_pytorch_state_dict(reference, torch.load(published, weights_only=True))
+    video = torch.rand(2, 3, 5, 32, 32)
+    torch.testing.assert_close(model.backbone.features(video), reference.features(video))
+
+    # DDP needs a gradient for every parameter: the published classifier must be gone, the rest reached
+    logits, Z = model.train()(video)
+    (logits.sum() + grw_loss(Z, 5)).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert not any("backbone.classifier" in name for name, _ in model.named_parameters())
+
+    # A checkpoint of this loop restores the whole model; another class count is a clear error
+    torch.save({"model": model.state_dict(), "config": {}}, tmp_path / "checkpoint.pt")
+    again = build_kinetics_model(KineticsSetup("unused", init_checkpoint=str(tmp_path / "checkpoint.pt"), embed_dim=32), 5)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(ValueError, match="classifies 5 classes but the data has 7"):
+        build_kinetics_model(KineticsSetup("unused", init_checkpoint=str(tmp_path / "checkpoint.pt"), embed_dim=32), 7)

@@ -499,6 +499,7 @@ def write_synthetic(
     frames: int = 100,
     size: int = 64,
     fps: int = 10,
+    progress: bool = True,
 ) -> Path:
     """Write (or reuse) a synthetic stand-in ``OUT/{train,val}/<class>/<video>.mp4`` (see :func:`synthetic_video`).
 
@@ -538,7 +539,7 @@ def write_synthetic(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        for (split, k, i), path in tqdm(files.items(), desc=f"writing {out.name}", leave=False):
+        for (split, k, i), path in tqdm(files.items(), desc=f"writing {out.name}", leave=False, disable=not progress):
             (partial / path).parent.mkdir(parents=True, exist_ok=True)
             video = synthetic_video(seed, split, k, i, classes=classes, frames=frames, size=size, fps=fps)
             _write_mp4(partial / path, video, fps)

@@ -1,5 +1,5 @@
 """Video models: MoViNet backbones, small frame encoders and the GRW classifier head."""
 
-from grw.models.heads import ClassifierOutput, GRWVideoClassifier, TemporalTransformerHead
+from grw.models.heads import ClassifierOutput, FrameFeatures, GRWVideoClassifier, TemporalTransformerHead
 
-__all__ = ["ClassifierOutput", "GRWVideoClassifier", "TemporalTransformerHead"]
+__all__ = ["ClassifierOutput", "FrameFeatures", "GRWVideoClassifier", "TemporalTransformerHead"]

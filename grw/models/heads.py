@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
-__all__ = ["ClassifierOutput", "GRWVideoClassifier", "TemporalTransformerHead", "sinusoidal_positions"]
+__all__ = ["ClassifierOutput", "FrameFeatures", "GRWVideoClassifier", "TemporalTransformerHead", "sinusoidal_positions"]
 
 
 class ClassifierOutput(NamedTuple):
@@ -83,6 +83,25 @@ class TemporalTransformerHead(nn.Module):
 def _frame_features(backbone: nn.Module, video: Tensor) -> Tensor:
     features = getattr(backbone, "features", None)
     return features(video) if callable(features) else backbone(video)
+
+
+class FrameFeatures(nn.Module):
+    """Any video trunk ``[B, 3, T, H, W] → [B, C, T', H', W']`` as a backbone of per-frame features ``[B, T', C]``.
+
+    Pools over space only, so a trunk from another library (e.g. pytorchvideo's X3D without its
+    head) plugs into :class:`GRWVideoClassifier`.
+    """
+
+    def __init__(self, trunk: nn.Module, num_features: int) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.num_features = num_features
+
+    def forward(self, video: Tensor) -> Tensor:
+        x = self.trunk(video)
+        if x.ndim != 5 or x.shape[1] != self.num_features:
+            raise ValueError(f"expected the trunk to give [B, {self.num_features}, T, H, W], got {tuple(x.shape)}")
+        return x.mean(dim=(3, 4)).transpose(1, 2)
 
 
 class GRWVideoClassifier(nn.Module):
