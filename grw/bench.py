@@ -150,11 +150,27 @@ MOVINET_TRAIN_CASES: tuple[tuple[bool, bool, bool], ...] = tuple(
 )
 
 
+def _training_step(model: torch.nn.Module, video: torch.Tensor, labels: torch.Tensor, grw: Callable | None = None) -> Callable[[], torch.Tensor]:
+    """One forward + cross-entropy (+ 0.1 · GRW on ``Z`` when ``grw`` is given) backward + optimizer step, as a call."""
+    import torch.nn.functional as F
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> torch.Tensor:
+        out = model(video)
+        logits, Z = out if isinstance(out, tuple) else (out, None)
+        loss = F.cross_entropy(logits, labels) + (0.1 * grw(Z) if grw is not None else 0.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
 def _movinet_case(kind: str, stream: bool, compiled: bool, channels_last: bool, device: str) -> dict[str, Any]:
     """One MoViNet-A0 measurement: a training step (``kind="train"``) or a streamed frame (``kind="stream"``)."""
     import time
-
-    import torch.nn.functional as F
 
     from grw.models.movinet import create_movinet
 
@@ -166,16 +182,7 @@ def _movinet_case(kind: str, stream: bool, compiled: bool, channels_last: bool, 
         B, T, size = MOVINET_CLIP
         video = torch.rand(B, 3, T, size, size, device=dev).contiguous(memory_format=layout)
         labels = torch.randint(600, (B,), device=dev)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        forward = torch.compile(model) if compiled else model
-
-        def step() -> torch.Tensor:
-            loss = F.cross_entropy(forward(video), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return loss.detach()
-
+        step = _training_step(torch.compile(model) if compiled else model, video, labels)
     else:
         model.eval()
         frame = torch.rand(1, 3, 1, 172, 172, device=dev).contiguous(memory_format=layout)
@@ -273,8 +280,6 @@ def _kinetics_step_case(variant: str, device: str, repeats: int) -> list[float]:
     """Seconds of ``repeats`` training steps of A0-stream on ``[2, 3, 50, 172, 172]``: published classifier or GRW head."""
     import time
 
-    import torch.nn.functional as F
-
     from grw.loss import GRWLoss
     from grw.models.movinet import create_movinet
     from grw.train import KineticsSetup, build_kinetics_model
@@ -285,25 +290,16 @@ def _kinetics_step_case(variant: str, device: str, repeats: int) -> list[float]:
     model = (create_movinet("a0", stream=True) if variant == "MoViNet classifier"
              else build_kinetics_model(KineticsSetup("unused"), 600)).to(dev)
     grw = GRWLoss(5).to(dev) if variant == "GRW head + GRW loss" else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     video = torch.rand(KINETICS_STEP_BATCH, 3, frames, crop, crop, device=dev)
     labels = torch.randint(600, (KINETICS_STEP_BATCH,), device=dev)
-
-    def step() -> None:
-        out = model(video)
-        logits, Z = out if isinstance(out, tuple) else (out, None)
-        loss = F.cross_entropy(logits, labels) + (0.1 * grw(Z) if grw is not None else 0.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
+    step = _training_step(model, video, labels, grw)
     step()  # warm-up
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
         times.append(time.perf_counter() - started)
     return times
 
@@ -321,6 +317,7 @@ def bench_kinetics(device: str = "cpu", json_path: Path | None = None) -> dict:
     import tempfile
 
     from grw.data.kinetics import write_synthetic
+    from grw.loss import GRWLoss
 
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic(Path(tmp) / "standin", classes=2, train_per_class=4, val_per_class=1, frames=250,
@@ -349,8 +346,6 @@ def bench_kinetics(device: str = "cpu", json_path: Path | None = None) -> dict:
           f"{frames}×{crop}², on {device} ({torch.get_num_threads()} threads), median of {2 * repeats}")
     _print_table(steps, {"model": "s", "seconds_per_step": ".2f", "clips_per_s": ".2f", "vs_grw_head_without_loss": ".3f", "spread": ".2f"})
     # The loss itself, timed alone on Z [2, 50, 256]: step-time ratios on a busy CPU are noisier than it is large.
-    from grw.loss import GRWLoss
-
     Z = torch.randn(KINETICS_STEP_BATCH, frames, 256, device=device, requires_grad=True)
     loss_fn = GRWLoss(5).to(device)
     loss_seconds = seconds_per_call(lambda: loss_fn(Z).backward())
