@@ -1,10 +1,12 @@
-"""The ``python -m grw`` command line: benchmarks, Kinetics layout tools and the notebook tour."""
+"""The ``python -m grw`` command line: training recipes, benchmarks, Kinetics layout tools and the notebook tour."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from grw.recipes import add_train_command
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m grw``."""
     parser = argparse.ArgumentParser(prog="python -m grw", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    add_train_command(commands)
 
     bench = commands.add_parser("bench", help="speed and memory, measured side by side as ratios")
     bench.add_argument("what", choices=["loss", "airplanes", "movinet", "kinetics"])

@@ -12,13 +12,16 @@ from torch.utils.flop_counter import FlopCounterMode
 __all__ = ["confusion_matrix", "gmacs", "mean_squared_acceleration", "standardize", "straightness", "topk_correct"]
 
 
-def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
-    """Number of samples whose label is among the top-k of ``logits [n, classes]``, for each k (capped at classes)."""
+def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, Tensor]:
+    """Number of samples whose label is among the top-k of ``logits [n, classes]``, for each k (capped at classes).
+
+    The counts are 0-d tensors on the logits' device, so a loop can sum them without waiting for it.
+    """
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"expected logits [n, classes] and labels [n], got {tuple(logits.shape)} and {tuple(labels.shape)}")
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices  # [n, k]
     hits = top == labels[:, None]
-    return {k: int(hits[:, :k].any(dim=1).sum()) for k in ks}
+    return {k: hits[:, :k].any(dim=1).sum() for k in ks}
 
 
 def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:

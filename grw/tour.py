@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from grw.io import text_table
+
 __all__ = ["run_notebook", "run_tour", "summary_rows"]
 
 
@@ -68,9 +70,6 @@ def run_tour(notebooks: Path, out: Path) -> dict[str, dict[str, Any]]:
         print(f"running {path.name} …", flush=True)
         results[path.stem] = run_notebook(path, Path(out) / path.stem)
         print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
-    rows = summary_rows(results)
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
     print(f"\nSummary of {len(paths)} notebooks (executed notebooks, figures and results.json under {out}/)")
-    for notebook, key, value in rows:
-        print(f"{notebook.ljust(widths[0])}  {key.ljust(widths[1])}  {value}")
+    print(text_table(("notebook", "measure", "value"), summary_rows(results), align="lll"))
     return results

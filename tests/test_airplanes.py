@@ -83,7 +83,7 @@ def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):
     assert meta["params"]["seed"] == 3 and meta["train_labels"] == train.labels.tolist()
     assert len(train) == 12 and len(test) == 6
     video, label = train[0]
-    assert video.shape == (6, 3, 24, 24) and video.dtype == torch.float32 and 0 <= video.min() and video.max() <= 1
+    assert video.shape == (3, 6, 24, 24) and video.dtype == torch.float32 and 0 <= video.min() and video.max() <= 1
     assert label in (0, 1, 2)
 
     monkeypatch.setattr(airplanes, "render_airplanes", lambda *a, **k: pytest.fail("rendered again"))
@@ -131,8 +131,8 @@ def test_single_frame_control_repeats_one_frame():
     control = SingleFrame(train, seed=0)
     video, label = control[1]
     assert label == train[1][1] and video.shape == train[1][0].shape
-    assert (video == video[:1]).all()
-    assert any(torch.equal(video[0], frame) for frame in train[1][0])
+    assert video.shape[0] == 3 and (video == video[:, :1]).all()
+    assert any(torch.equal(video[:, 0], train[1][0][:, t]) for t in range(video.shape[1]))
     assert torch.equal(SingleFrame(train, seed=0)[1][0], video)
 
 
@@ -155,15 +155,15 @@ def test_validation_split_partitions_the_training_set():
 def test_causal_encoder_only_looks_back():
     torch.manual_seed(0)
     encoder = CausalVideoEncoder(widths=(8, 16)).eval()
-    clip = torch.rand(2, 7, 3, 32, 32)
+    clip = torch.rand(2, 3, 7, 32, 32)  # [B, C, T, H, W]
     features = encoder(clip)
     assert features.shape == (2, 7, 16) and encoder.num_features == 16
     changed = clip.clone()
-    changed[:, 4] = torch.rand(2, 3, 32, 32)
+    changed[:, :, 4] = torch.rand(2, 3, 32, 32)
     after = encoder(changed)
     assert torch.allclose(after[:, :4], features[:, :4])  # frames before 4 unaffected
     assert not torch.allclose(after[:, 4], features[:, 4])
     per_frame = CausalVideoEncoder(widths=(8, 16), temporal_kernel=1).eval()
     assert torch.allclose(per_frame(changed)[:, 5], per_frame(clip)[:, 5])  # no temporal context at all
     with pytest.raises(ValueError, match="expected a clip"):
-        encoder(torch.rand(2, 3, 7, 32, 32))
+        encoder(torch.rand(2, 7, 3, 32, 32))

@@ -26,7 +26,8 @@ from grw.data.kinetics import (
     synthetic_video,
     write_synthetic,
 )
-from grw.train import TrainConfig, fit
+from grw.contracts import ClassifierOutput
+from grw.train import TrainConfig, collate_clips, fit
 
 SYNTH = dict(classes=3, train_per_class=2, val_per_class=1, seed=0, frames=30, size=32, fps=10)  # 3-s videos
 CLIP = dict(frames=10, fps=5)  # 2 s: every other frame of the stand-in
@@ -105,7 +106,7 @@ def test_training_clips_are_a_function_of_seed_epoch_and_index(standin):
     for rank in range(2):
         sampler = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=True, seed=0)
         sampler.set_epoch(2)
-        loader = DataLoader(data, batch_size=2, sampler=sampler, num_workers=2, collate_fn=data.collate_fn)
+        loader = DataLoader(data, batch_size=2, sampler=sampler, num_workers=2, collate_fn=collate_clips)
         videos = torch.cat([x for x, _, _ in loader])
         loaded.update(zip(sampler, videos))
     assert sorted(loaded) == list(range(6))
@@ -185,12 +186,19 @@ def test_standin_is_reused_rebuilt_or_refused(tmp_path, monkeypatch):
 
 
 class MeanColour(nn.Module):
+    """The smallest classifier of the engine's contract: Z = each frame's mean colour, logits from their mean."""
+
     def __init__(self, classes: int) -> None:
         super().__init__()
+        self.num_classes = classes
         self.classifier = nn.Linear(3, classes)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:  # [B, 3, T, H, W] → [B, classes]
-        return self.classifier(video.mean(dim=(2, 3, 4)))
+    def parameter_groups(self) -> dict:
+        return {"backbone": [], "head": list(self.parameters())}
+
+    def forward(self, video: torch.Tensor) -> ClassifierOutput:  # [B, 3, T, H, W] → [B, classes], Z [B, T, 3]
+        Z = video.mean(dim=(3, 4)).transpose(1, 2)
+        return ClassifierOutput(self.classifier(Z.mean(dim=1)), Z)
 
 
 def cut_at(path: Path, seconds: float) -> Path:
@@ -215,14 +223,14 @@ def test_unreadable_videos_are_skipped_counted_and_reported(standin, tmp_path):
 
     train = kinetics_dataset(root, "train", **CLIP, crop=16, training=True)
     assert [train[i] is None for i in range(6)] == [False, True, False, False, True, False]
-    videos, labels, skipped = train.collate_fn([train[i] for i in range(6)])
+    videos, labels, skipped = collate_clips([train[i] for i in range(6)])
     assert videos.shape == (4, 3, 10, 16, 16) and labels.tolist() == [0, 1, 1, 2] and skipped == 2
-    assert [t.shape for t in train.collate_fn([None])[:2]] == [(0, 3, 10, 16, 16), (0,)]
+    assert collate_clips([None]).videos is None and collate_clips([None, None]).skipped == 2
 
     val = kinetics_dataset(root, "val", **CLIP, crop=16, training=False)
-    result = fit(MeanColour(3), train, val, TrainConfig(epochs=1, batch_size=3, lam=0.0, progress=False))
+    result = fit(MeanColour(3), train, val, TrainConfig(epochs=1, batch_size=3, progress=False))
     assert result.history[0]["skipped"] == 2 and result.history[0]["val_skipped"] == 1 and result.history[0]["val_n"] == 2
-    one_by_one = fit(MeanColour(3), train, None, TrainConfig(epochs=1, batch_size=1, lam=0.0, progress=False))
+    one_by_one = fit(MeanColour(3), train, None, TrainConfig(epochs=1, batch_size=1, progress=False))
     assert one_by_one.history[0]["skipped"] == 2 and math.isfinite(one_by_one.history[0]["train_loss"])  # empty batches pass
 
     # the checker also decodes each video's end, so it reports the file whose tail is missing

@@ -18,8 +18,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+from grw.io import atomic_path
 
 __all__ = [
     "CLASSES",
@@ -235,7 +235,7 @@ def render_airplanes(config: AirplanesConfig, split: str, chunk: int = 24, progr
 
 
 class AirplanesDataset(Dataset):
-    """Items ``(video [N, 3, H, W] float in [0, 1], label)``; ``classes`` = ``("yaw", "pitch", "roll")``."""
+    """Items ``(video [3, N, H, W] float in [0, 1], label)``; ``classes`` = ``("yaw", "pitch", "roll")``."""
 
     classes = CLASSES
 
@@ -248,7 +248,7 @@ class AirplanesDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        return self.videos[index].permute(0, 3, 1, 2).float() / 255, int(self.labels[index])
+        return self.videos[index].permute(3, 0, 1, 2).float() / 255, int(self.labels[index])
 
     def split(self, fraction: float, seed: int = 0) -> tuple[AirplanesDataset, AirplanesDataset]:
         """A random ``(1 - fraction, fraction)`` partition, e.g. a validation set carved from the training set."""
@@ -261,7 +261,7 @@ class AirplanesDataset(Dataset):
 
 
 class SingleFrame(Dataset):
-    """The control that shows the task is temporal: each clip replaced by one of its frames, repeated ``[N, 3, H, W]``.
+    """The control that shows the task is temporal: each clip replaced by one of its frames, repeated ``[3, N, H, W]``.
 
     The frame is drawn once per clip from ``seed``, so the control sees the same frames every epoch.
     """
@@ -276,8 +276,8 @@ class SingleFrame(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         video, label = self.dataset[index]
-        t = int(np.random.default_rng([self.seed, index]).integers(len(video)))
-        return video[t : t + 1].expand_as(video).clone(), label
+        t = int(np.random.default_rng([self.seed, index]).integers(video.shape[1]))
+        return video[:, t : t + 1].expand_as(video).clone(), label
 
 
 def load_airplanes(
@@ -290,23 +290,18 @@ def load_airplanes(
     """
     folder = Path(root) / config.key
     if not (folder / "params.json").is_file():
-        tmp = folder.with_name(f".{config.key}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         try:
-            meta = {"params": dataclasses.asdict(config), "classes": CLASSES}
-            for split in ("train", "test"):
-                rendered = render_airplanes(config, split, progress=progress)
-                np.savez_compressed(tmp / f"{split}.npz", videos=rendered["videos"].numpy(), labels=rendered["labels"].numpy())
-                meta[f"{split}_labels"] = rendered["labels"].tolist()
-            (tmp / "params.json").write_text(json.dumps(meta, indent=1) + "\n")
-            try:
-                tmp.rename(folder)
-            except OSError:  # written meanwhile by another process: keep theirs
-                if not (folder / "params.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            with atomic_path(folder) as tmp:
+                tmp.mkdir()
+                meta = {"params": dataclasses.asdict(config), "classes": CLASSES}
+                for split in ("train", "test"):
+                    rendered = render_airplanes(config, split, progress=progress)
+                    np.savez_compressed(tmp / f"{split}.npz", videos=rendered["videos"].numpy(), labels=rendered["labels"].numpy())
+                    meta[f"{split}_labels"] = rendered["labels"].tolist()
+                (tmp / "params.json").write_text(json.dumps(meta, indent=1) + "\n")
+        except OSError:  # written meanwhile by another process: keep theirs
+            if not (folder / "params.json").is_file():
+                raise
     sets = []
     for split in ("train", "test"):
         with np.load(folder / f"{split}.npz") as arrays:

@@ -43,11 +43,13 @@ from av.video.reformatter import VideoReformatter
 import torch
 from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths
 from torch import Tensor
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.datasets.folder import make_dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
+
+from grw.io import atomic_path, text_table
 
 __all__ = [
     "KineticsClips",
@@ -180,7 +182,7 @@ class KineticsClips(Dataset):
 
     Map-style, so a ``DistributedSampler`` shards it and a resumed run sees the same samples: the
     training window and augmentation depend only on ``(seed, epoch, index)`` and leave the global
-    RNG untouched. Batch with :meth:`collate_fn`, which drops unreadable videos and counts them.
+    RNG untouched. Batch with :func:`grw.train.collate_clips`, which drops unreadable videos and counts them.
     """
 
     def __init__(
@@ -223,14 +225,6 @@ class KineticsClips(Dataset):
                 return None
             video = self.transform(tv_tensors.Video(clip.permute(0, 3, 1, 2)))
         return video.as_subclass(Tensor).transpose(0, 1).contiguous(), label
-
-    def collate_fn(self, batch: list[tuple[Tensor, int] | None]) -> tuple[Tensor, Tensor, int]:
-        """``(videos [B', 3, frames, crop, crop], labels [B'], n_skipped)``: the readable items and how many were not."""
-        kept = [item for item in batch if item is not None]
-        if not kept:
-            return torch.empty(0, 3, self.frames, self.crop, self.crop), torch.empty(0, dtype=torch.long), len(batch)
-        videos, labels = default_collate(kept)
-        return videos, labels, len(batch) - len(kept)
 
 
 def _class_folders(folder: Path) -> list[str]:
@@ -329,16 +323,15 @@ class LayoutReport:
             return " / ".join(format(v, spec) for v in (min(values), statistics.median(values), max(values))) if values else "-"
 
         head = ("split", "classes", "videos", "per class min/med/max", "probed", "unreadable", "seconds min/med/max")
-        rows = [head]
+        rows = []
         for split, per_class in self.videos.items():
             bad = sum(1 for p in self.unreadable if p.relative_to(self.root).parts[0] == split)
             rows.append((
-                split, str(len(per_class)), str(sum(per_class.values())), spread(list(per_class.values()), "g"),
-                str(self.probed.get(split, 0)), str(bad), spread(self.durations.get(split, []), ".1f"),
+                split, len(per_class), sum(per_class.values()), spread(list(per_class.values()), "g"),
+                self.probed.get(split, 0), bad, spread(self.durations.get(split, []), ".1f"),
             ))
-        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
         lines = [f"Kinetics layout at {self.root}: {len(self.classes)} classes"]
-        lines += ["  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+        lines += ["  " + line for line in text_table(head, rows).splitlines()]
         for title, paths in (("unreadable videos", self.unreadable), ("ignored files (not videos)", self.ignored)):
             if paths:
                 lines.append(f"{title}: {len(paths)}")
@@ -474,8 +467,9 @@ def synthetic_video(
 
 
 def _write_mp4(path: Path, video: np.ndarray, fps: int) -> None:
-    """H.264 ``.mp4`` (yuv420p, index at the front like web downloads); one encoder thread for identical bytes anywhere."""
-    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as container:
+    """H.264 ``.mp4`` (yuv420p, index at the front like web downloads); identical bytes for identical frames."""
+    # bitexact: no wall-clock creation time in the header, so the bytes do not depend on when they were written
+    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart", "fflags": "+bitexact"}) as container:
         stream = container.add_stream("libx264", rate=fps, options={"crf": "18"})
         stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
         stream.codec_context.thread_count = 1  # x264's output depends on its thread count
@@ -535,24 +529,18 @@ def write_synthetic(
 
     if reusable():
         return out
-    partial = out.with_name(f".{out.name}.partial{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     try:
-        for (split, k, i), path in tqdm(files.items(), desc=f"writing {out.name}", leave=False, disable=not progress):
-            (partial / path).parent.mkdir(parents=True, exist_ok=True)
-            video = synthetic_video(seed, split, k, i, classes=classes, frames=frames, size=size, fps=fps)
-            _write_mp4(partial / path, video, fps)
-        marker = {"about": "synthetic stand-in for Kinetics written by grw.data.kinetics.write_synthetic",
-                  "params": params, "classes": names}
-        (partial / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        if out.exists() and _complete_params(out) is None:
-            shutil.rmtree(out)  # an unmarked leftover (checked above); a rename cannot replace a folder with entries
-        try:
-            partial.rename(out)
-        except OSError:
-            if not reusable():  # another process may have finished the same stand-in first
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        with atomic_path(out) as partial:
+            for (split, k, i), path in tqdm(files.items(), desc=f"writing {out.name}", leave=False, disable=not progress):
+                (partial / path).parent.mkdir(parents=True, exist_ok=True)
+                video = synthetic_video(seed, split, k, i, classes=classes, frames=frames, size=size, fps=fps)
+                _write_mp4(partial / path, video, fps)
+            marker = {"about": "synthetic stand-in for Kinetics written by grw.data.kinetics.write_synthetic",
+                      "params": params, "classes": names}
+            (partial / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+            if out.exists() and _complete_params(out) is None:
+                shutil.rmtree(out)  # an unmarked leftover (checked above); a rename cannot replace a folder with entries
+    except OSError:
+        if not reusable():  # another process may have finished the same stand-in first
+            raise
     return out

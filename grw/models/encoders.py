@@ -1,6 +1,6 @@
 """Small frame encoders for the warm-up: a causal video CNN and its per-frame ablation.
 
-Both map a clip ``[B, N, 3, H, W]`` to per-frame features ``[B, N, F]`` (``num_features = F``), so
+Both map a clip ``[B, 3, N, H, W]`` to per-frame features ``[B, N, F]`` (``num_features = F``), so
 they plug into :class:`grw.models.GRWVideoClassifier`.
 """
 
@@ -27,7 +27,7 @@ class _CausalConvBlock(nn.Module):
 
 
 class CausalVideoEncoder(nn.Module):
-    """Clip ``[B, N, 3, H, W]`` → per-frame features ``[B, N, F]``; feature ``t`` depends on frames ``≤ t`` only.
+    """Clip ``[B, 3, N, H, W]`` → per-frame features ``[B, N, F]``; feature ``t`` depends on frames ``≤ t`` only.
 
     ``temporal_kernel=1`` gives the per-frame ablation (the same network without temporal context).
     """
@@ -39,7 +39,7 @@ class CausalVideoEncoder(nn.Module):
         self.num_features = widths[-1]
 
     def forward(self, video: Tensor) -> Tensor:
-        if video.ndim != 5 or video.shape[2] != 3:
-            raise ValueError(f"expected a clip [B, N, 3, H, W], got {tuple(video.shape)}")
-        features = self.blocks(video.transpose(1, 2))  # [B, F, N, h, w]
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise ValueError(f"expected a clip [B, 3, N, H, W] (channels, then time), got {tuple(video.shape)}")
+        features = self.blocks(video)  # [B, F, N, h, w]
         return features.mean(dim=(3, 4)).transpose(1, 2)

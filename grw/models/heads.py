@@ -6,29 +6,13 @@ reads ``LayerNorm(Z)``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import torch
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
-__all__ = ["ClassifierOutput", "FrameFeatures", "GRWVideoClassifier", "TemporalTransformerHead", "sinusoidal_positions"]
+from grw.contracts import ClassifierOutput
+from grw.models.positions import sinusoidal_positions
 
-
-class ClassifierOutput(NamedTuple):
-    """What a GRW classifier returns: ``logits [B, classes]`` and the embeddings ``Z [B, N, K]`` to smooth."""
-
-    logits: Tensor
-    embeddings: Tensor
-
-
-def sinusoidal_positions(n: int, dim: int, temperature: float = 10000.0) -> Tensor:
-    """Fixed 1-D sin-cos position code ``[n, dim]`` (sines in the first half, cosines in the second)."""
-    if dim % 2:
-        raise ValueError(f"the position code needs an even width, got {dim}")
-    omega = temperature ** (-torch.arange(dim // 2, dtype=torch.float32) / (dim // 2))
-    angles = torch.arange(n, dtype=torch.float32)[:, None] * omega[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
+__all__ = ["ClassifierOutput", "FrameFeatures", "GRWVideoClassifier", "TemporalTransformerHead"]
 
 
 class _Block(nn.Module):
@@ -70,6 +54,7 @@ class TemporalTransformerHead(nn.Module):
             *(_Block(embed_dim, num_heads, mlp_dim or 2 * embed_dim, dropout, stochastic_depth) for _ in range(depth))
         )
         self.norm = nn.LayerNorm(embed_dim)
+        self.num_classes = num_classes
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(embed_dim, num_classes)
 
@@ -107,9 +92,10 @@ class FrameFeatures(nn.Module):
 class GRWVideoClassifier(nn.Module):
     """Backbone per-frame features ``[B, N, F]`` → linear → ``Z [B, N, K]`` → LayerNorm → head → logits.
 
-    The backbone gives per-frame features through ``backbone.features(video)`` if it has that method,
-    else through ``backbone(video)``; its width comes from ``feature_dim`` or ``backbone.num_features``.
-    ``forward`` returns :class:`ClassifierOutput` so a training loop can add ``lam · grw_loss(Z, T)``.
+    ``video [B, C, T, H, W]``: the backbone gives per-frame features through ``backbone.features(video)``
+    if it has that method, else through ``backbone(video)``; its width comes from ``feature_dim`` or
+    ``backbone.num_features``. ``forward`` returns :class:`ClassifierOutput` so a training loop can add
+    ``lam · grw_loss(Z, T)``; the backbone's parameters form the ``"backbone"`` group, the rest ``"head"``.
     """
 
     def __init__(
@@ -125,17 +111,23 @@ class GRWVideoClassifier(nn.Module):
         feature_dim = feature_dim or getattr(backbone, "num_features", None)
         if feature_dim is None:
             raise ValueError("give feature_dim: the backbone has no `num_features` attribute")
-        if head is None:
-            if num_classes is None:
-                raise ValueError("give num_classes (to build the default TemporalTransformerHead) or a head")
-            head = TemporalTransformerHead(embed_dim, num_classes)
+        num_classes = num_classes or getattr(head, "num_classes", None)
+        if num_classes is None:
+            raise ValueError("give num_classes: the head has no `num_classes` attribute (or give no head for the default one)")
+        self.num_classes = num_classes
         self.backbone = backbone
         self.embed = nn.Linear(feature_dim, embed_dim)
         self.norm = nn.LayerNorm(embed_dim)
-        self.head = head
+        self.head = head if head is not None else TemporalTransformerHead(embed_dim, num_classes)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The trainable parameters of the backbone and of everything after it (linear, LayerNorm, head)."""
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        ids = {id(p) for p in backbone}
+        return {"backbone": backbone, "head": [p for p in self.parameters() if p.requires_grad and id(p) not in ids]}
 
     def forward(self, video: Tensor) -> ClassifierOutput:
-        """``video`` in the backbone's layout → ``(logits [B, classes], Z [B, N, K])``."""
+        """``video [B, C, T, H, W]`` → ``(logits [B, classes], Z [B, N, K])``."""
         features = _frame_features(self.backbone, video)
         if features.ndim != 3:
             raise ValueError(f"the backbone must give per-frame features [B, N, F], got shape {tuple(features.shape)}")

@@ -1,0 +1,86 @@
+"""Settings as dataclasses, command lines made from them: one field, one ``--option`` with its help text.
+
+A field declared with :func:`option` carries its help text in its metadata; :func:`add_options`
+reads the field types with ``typing.get_type_hints`` and adds one argparse option per field,
+:func:`from_args` builds the dataclass back and :func:`to_args` is its inverse, so a run in a
+notebook and the same run under ``torchrun`` share one definition of every setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, Literal
+
+__all__ = ["add_options", "from_args", "option", "to_args"]
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, defines_run: bool = True) -> Any:
+    """A dataclass field with ``help`` text; ``defines_run=False`` marks a setting a resumed run may change."""
+    return dataclasses.field(default=default, metadata={"help": help, "defines_run": defines_run})
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """``(type, optional)`` of a field type: ``float | None`` → ``(float, True)``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"an option must have one type (or it | None), got {hint}")
+        return args[0], True
+    return hint, False
+
+
+def _parse_optional(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error messages
+    return parse
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = None) -> None:
+    """One ``--option`` per field of the dataclass ``cls``, help text from the field's metadata, defaults shown."""
+    group = parser.add_argument_group(title or cls.__name__, (cls.__doc__ or "").split("\n")[0].replace("``", ""))
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind, optional = _base_type(hints[f.name])
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else f.default
+        shown = "" if required else " (default: %(default)s)"
+        help_text = f.metadata.get("help", "") + shown
+        if kind is bool:
+            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif typing.get_origin(kind) is Literal:
+            group.add_argument(_flag(f.name), choices=typing.get_args(kind), default=default, required=required, help=help_text)
+        elif kind in (int, float, str):
+            parse = _parse_optional(kind) if optional else kind
+            metavar = f"{kind.__name__.upper()}{' or none' if optional else ''}"
+            group.add_argument(_flag(f.name), type=parse, default=default, required=required, help=help_text, metavar=metavar)
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no command-line form for the type {kind}")
+
+
+def from_args(cls: type, args: argparse.Namespace | dict[str, Any]) -> Any:
+    """The ``cls`` instance whose fields are in ``args`` (a parsed namespace or a dict); other entries are ignored."""
+    values = vars(args) if isinstance(args, argparse.Namespace) else args
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+
+
+def to_args(obj: Any) -> list[str]:
+    """The command-line options that :func:`from_args` turns back into ``obj`` (a dataclass instance)."""
+    args: list[str] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, bool):
+            args.append(_flag(f.name) if value else "--no-" + _flag(f.name)[2:])
+        elif value is not None:
+            args += [_flag(f.name), str(value)]
+        elif f.default is not None:
+            args += [_flag(f.name), "none"]
+    return args

@@ -1,0 +1,117 @@
+"""Recipes: the command line made from their dataclasses, the Kinetics model factory, a whole airplanes run."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from grw.__main__ import build_parser, main
+from grw.loss import grw_loss
+from grw.options import add_options, from_args, to_args
+from grw.recipes import Smoothing, get_recipe, torchrun_command
+from grw.recipes.kinetics import KineticsData, KineticsModel, build_model
+from grw.train import TrainConfig
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "movinet"
+
+
+def test_kinetics_command_line_round_trips_and_keeps_its_option_names():
+    specs = (
+        KineticsData(data_root="/data/k600", frames=120, fps=12.0, crop=256),
+        KineticsModel(model="a2", stream=False, init_checkpoint="a2.pth"),
+        Smoothing(lam=0.1, T=6),
+        TrainConfig(epochs=14, backbone_lr=1e-4, amp="bf16", ema_decay=0.999, sync_bn=True, resume=True, out_dir="runs/x"),
+    )
+    args = build_parser().parse_args(["train", "kinetics", *(a for spec in specs for a in to_args(spec))])
+    assert tuple(from_args(type(spec), args) for spec in specs) == specs
+    for name in ("--data-root", "--frames", "--fps", "--crop", "--epochs", "--batch-size", "--lam", "--out-dir",
+                 "--resume", "--init-checkpoint"):
+        assert name in to_args(specs[0]) + to_args(specs[1]) + to_args(specs[2]) + to_args(specs[3]) + ["--batch-size"]
+    command = torchrun_command("kinetics", *specs, nproc_per_node=8, nnodes=2, rdzv_endpoint="node0:29400")
+    assert command[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node=8", "--nnodes=2"]
+    assert "--rdzv-endpoint=node0:29400" in command and command[command.index("grw") + 1 : command.index("grw") + 3] == ["train", "kinetics"]
+
+
+def test_an_option_set_to_none_round_trips():
+    cfg = TrainConfig(backbone_lr=None, ema_decay=None)
+    parser = argparse.ArgumentParser()
+    add_options(parser, TrainConfig)
+    assert from_args(TrainConfig, parser.parse_args(to_args(cfg))) == cfg
+    assert from_args(TrainConfig, parser.parse_args(["--backbone-lr", "none", "--ema-decay", "0.9"])).ema_decay == 0.9
+
+
+@pytest.mark.parametrize("recipe", ["airplanes", "kinetics"])
+def test_every_option_has_help_text_and_shows_its_default(recipe, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", recipe, "--help"])
+    text = capsys.readouterr().out
+    parser = build_parser()._subparsers._group_actions[0].choices["train"]._subparsers._group_actions[0].choices[recipe]
+    for action in parser._actions[1:]:
+        assert action.help and len(action.help) > 15, action.dest
+        assert action.required or "(default: " in action.help, action.dest
+    assert "--lam FLOAT" in text and "weight of the GRW loss" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lam", "nan"], "lam must be >= 0"),
+        (["--lr", "-1"], "lr must be a finite number >= 0"),
+        (["--T", "2"], "T must be an integer >= 3"),
+        (["--model", "a9"], "unknown MoViNet 'a9'"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_message(argv, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):
+        main(["train", "kinetics", "--data-root", str(tmp_path), *argv])
+
+
+def test_airplanes_recipe_trains_from_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    main(["train", "airplanes", "--data-root", str(tmp_path / "data"), "--n-train", "40", "--n-test", "9", "--frames", "6",
+          "--size", "16", "--val-fraction", "0.25", "--embed-dim", "8", "--width", "4", "--head-heads", "2", "--T", "3",
+          "--epochs", "2", "--batch-size", "10", "--no-progress", "--out-dir", str(out)])
+    results = json.loads((out / "results.json").read_text())
+    assert results["smoothing"] == {"lam": 0.1, "alpha": 0.5, "T": 3, "max_perms": 1000}
+    assert results["data"]["n_train"] == 40 and results["test"]["n"] == 9 and results["history"][0]["val_n"] == 10
+    assert [h["epoch"] for h in results["history"]] == [1, 2] and results["history"][0]["train_grw"] > 0
+    assert results["top1"] == results["history"][-1]["val_top1"] and results["classes"] == ["yaw", "pitch", "roll"]
+    assert (out / "checkpoint.pt").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_baseline_has_no_regularizer():
+    assert Smoothing(lam=0.0).regularizer() is None
+    loss = Smoothing(lam=0.1, T=6, alpha=0.25).regularizer()
+    assert (loss.T, loss.alpha) == (6, 0.25)
+    assert get_recipe("kinetics").data is KineticsData
+    with pytest.raises(ValueError, match="unknown recipe 'k400'"):
+        get_recipe("k400")
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"MoViNet fixtures not found at {FIXTURES}")
+def test_kinetics_model_loads_published_weights_and_every_parameter_trains(tmp_path):
+    from grw.models.movinet import create_movinet, load_movinet_pytorch_state_dict
+
+    published = FIXTURES / "a0_stream_state_dict.pt"
+    model = build_model(KineticsModel(init_checkpoint=str(published), embed_dim=32), num_classes=5).eval()
+    reference = create_movinet("a0", stream=True).eval()
+    load_movinet_pytorch_state_dict(reference, torch.load(published, weights_only=True))
+    video = torch.rand(2, 3, 5, 32, 32)
+    torch.testing.assert_close(model.backbone.features(video), reference.features(video))
+
+    # DDP needs a gradient for every parameter: the published classifier must be gone, the rest reached
+    logits, Z = model.train()(video)
+    (logits.sum() + grw_loss(Z, 5)).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert not any("backbone.classifier" in name for name, _ in model.named_parameters())
+    groups = model.parameter_groups()
+    assert {id(p) for p in groups["backbone"]} == {id(p) for p in model.backbone.parameters()}
+
+    # A checkpoint of the engine restores the whole model; another class count is a clear error
+    torch.save({"model": model.state_dict(), "config": {}}, tmp_path / "checkpoint.pt")
+    again = build_model(KineticsModel(init_checkpoint=str(tmp_path / "checkpoint.pt"), embed_dim=32), 5)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(ValueError, match="classifies 5 classes but the data has 7"):
+        build_model(KineticsModel(init_checkpoint=str(tmp_path / "checkpoint.pt"), embed_dim=32), 7)
