@@ -13,7 +13,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from grw import GRWLoss
-from grw.io import save_atomic
 from grw.models import GRWVideoClassifier, TemporalTransformerHead
 from grw.train import TrainConfig, evaluate, fit, init_distributed, warmup_cosine
 
@@ -179,22 +178,6 @@ def test_class_count_mismatch_is_a_clear_error():
     model = GRWVideoClassifier(FrameEncoder(), 8, num_classes=3)
     with pytest.raises(ValueError, match="classifies 3 classes but the data has 2"):
         fit(model, ToyClips(), None, TrainConfig(**CONFIG))
-
-
-def test_save_atomic_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
-    path = tmp_path / "checkpoint.pt"
-    save_atomic({"epoch": 1}, path)
-
-    def broken_save(obj, f):
-        open(f, "wb").write(b"half")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
-        save_atomic({"epoch": 2}, path)
-    monkeypatch.undo()
-    assert torch.load(path) == {"epoch": 1}
-    assert list(tmp_path.iterdir()) == [path]
 
 
 def test_running_losses_are_read_once_per_log_interval(monkeypatch):

@@ -221,7 +221,7 @@ class KineticsClips(Dataset):
             try:
                 clip = read_clip(path, self.frames, self.fps, position=torch.rand(()).item() if self.training else 0.0)
             except (av.error.FFmpegError, OSError, UnreadableVideo) as error:
-                logger.info("skipping unreadable video %s: %s", path, error)  # counted by collate_fn
+                logger.info("skipping unreadable video %s: %s", path, error)  # dropped and counted by grw.train.collate_clips
                 return None
             video = self.transform(tv_tensors.Video(clip.permute(0, 3, 1, 2)))
         return video.as_subclass(Tensor).transpose(0, 1).contiguous(), label

@@ -54,8 +54,8 @@ def load_data(spec: AirplanesData, progress: bool = True) -> tuple[AirplanesData
 
 def build_model(spec: AirplanesModel, num_classes: int) -> GRWVideoClassifier:
     """``video [B, 3, N, H, W]`` → causal encoder → linear → Z → LayerNorm → temporal Transformer → logits."""
-    encoder = CausalVideoEncoder(tuple(spec.width * 2**i for i in range(spec.stages)), spec.temporal_kernel)
     head = TemporalTransformerHead(spec.embed_dim, num_classes, depth=spec.head_depth, num_heads=spec.head_heads)
+    encoder = CausalVideoEncoder(tuple(spec.width * 2**i for i in range(spec.stages)), spec.temporal_kernel)
     return GRWVideoClassifier(encoder, spec.embed_dim, head)
 
 
