@@ -470,7 +470,8 @@ def _write_mp4(path: Path, video: np.ndarray, fps: int) -> None:
     """H.264 ``.mp4`` (yuv420p, index at the front like web downloads); identical bytes for identical frames."""
     # bitexact: no wall-clock creation time in the header, so the bytes do not depend on when they were written
     with av.open(str(path), "w", format="mp4", options={"movflags": "faststart", "fflags": "+bitexact"}) as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "18"})
+        # cpu-independent: x264's AVX-512 mbtree code reads stale heap memory past short macroblock rows, so bytes varied
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "x264-params": "cpu-independent=1"})
         stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
         stream.codec_context.thread_count = 1  # x264's output depends on its thread count
         for frame in video:
