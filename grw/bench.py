@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import json
+import math
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -18,20 +19,40 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from grw.contracts import ClassifierOutput
+from grw.io import text_table
 
 LOSS_CASES: tuple[tuple[int, int, int], ...] = ((64, 5, 480), (64, 7, 480), (256, 7, 480), (64, 16, 480), (64, 6, 2048))
 
 
+PROC_STATUS = Path("/proc/self/status")
+PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
 def _proc_status_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
+    with open(PROC_STATUS) as status:
         for line in status:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise RuntimeError(f"{field} not in {PROC_STATUS}")
 
 
-def peak_extra_bytes(fn: Callable[[], Any], device: torch.device) -> int:
-    """Peak memory ``fn()`` needs above what is allocated before it (bytes)."""
+def _trim_heap() -> None:
+    """Give freed heap pages back to the system (glibc), so the resident set is what is in use."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: freed pages may stay resident and hide part of a rise
+        pass
+
+
+def peak_extra_bytes(fn: Callable[[], Any], device: torch.device) -> int | None:
+    """Peak memory ``fn()`` needs above what is allocated before it (bytes); ``None`` where it cannot be measured.
+
+    On the CPU this needs Linux's ``/proc`` (macOS and Windows have no resettable peak): elsewhere ``fn``
+    still runs and the result is ``None``, shown as "n/a" in the tables.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
@@ -39,12 +60,24 @@ def peak_extra_bytes(fn: Callable[[], Any], device: torch.device) -> int:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap pages back, so `before` is what is in use
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # reset the peak resident set to the current one
-    before = _proc_status_kb("VmRSS")
+    try:
+        _trim_heap()
+        PROC_CLEAR_REFS.write_text("5")  # reset the peak resident set to the current one
+        before = _proc_status_kb("VmRSS")
+    except OSError:
+        fn()
+        return None
     fn()
     return (_proc_status_kb("VmHWM") - before) * 1024
+
+
+def megabytes(size: int | None) -> float | None:
+    """Bytes → MiB, ``None`` kept (not measured)."""
+    return None if size is None else size / 2**20
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / max(b, 1)
 
 
 def seconds_per_call(fn: Callable[[], Any], min_run_time: float = 1.0) -> float:
@@ -67,12 +100,11 @@ def _write_json(results: dict, json_path: Path | None) -> None:
 
 
 def _print_table(rows: list[dict[str, Any]], columns: dict[str, str]) -> None:
-    """Print ``rows`` as an aligned table; ``columns`` maps a key to its format spec."""
-    cells = [[format(row[key], spec) for key, spec in columns.items()] for row in rows]
-    widths = [max(len(key), *(len(c[i]) for c in cells)) for i, key in enumerate(columns)]
-    print("  ".join(key.rjust(w) for key, w in zip(columns, widths)))
-    for c in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
+    """Print ``rows`` as an aligned table; ``columns`` maps a key to its format spec; ``None`` or NaN reads "n/a"."""
+    def cell(value: Any, spec: str) -> str:
+        return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+    print(text_table(list(columns), [[cell(row[key], spec) for key, spec in columns.items()] for row in rows], align="r" * len(columns)))
 
 
 def _loss_case(impl: str, B: int, T: int, K: int, device: str) -> dict[str, float]:
@@ -95,8 +127,32 @@ def _loss_case(impl: str, B: int, T: int, K: int, device: str) -> dict[str, floa
     return {"seconds": seconds_per_call(step, min_run_time=0.5), "peak_bytes": peak, "value": value}
 
 
+def _tiny_call_case(device: str) -> dict[int, float]:
+    """Seconds per forward + backward ``GRWLoss(T)`` call on a tiny ``Z [2, 16, 8]``, one thread, for T = 7, 8, 16."""
+    from grw.loss import GRWLoss
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    Z = torch.randn(2, 16, 8, device=device, requires_grad=True)
+
+    def time_call(T: int) -> float:
+        loss_fn = GRWLoss(T).to(device)
+
+        def step() -> None:
+            loss_fn(Z).backward()
+            Z.grad = None
+
+        step()  # warm-up
+        return seconds_per_call(step, min_run_time=0.5)
+
+    return {T: time_call(T) for T in (7, 8, 16)}
+
+
 def bench_loss(device: str = "cpu", json_path: Path | None = None) -> dict:
-    """Reference vs vectorized GRW loss on ``Z [B, T, K]`` (one window per clip): forward+backward time and peak extra memory."""
+    """Reference vs vectorized GRW loss on ``Z [B, T, K]`` (one window per clip): forward+backward time and peak extra memory.
+
+    Then the fixed cost of a ``GRWLoss`` call, exhaustive (T = 7) vs sampled orderings (T = 8, 16), on a tiny ``Z``.
+    """
     rows = []
     for B, T, K in LOSS_CASES:
         measured = {
@@ -109,9 +165,9 @@ def bench_loss(device: str = "cpu", json_path: Path | None = None) -> dict:
             "reference_ms": 1e3 * ref["seconds"],
             "vectorized_ms": 1e3 * vec["seconds"],
             "speedup": ref["seconds"] / vec["seconds"],
-            "reference_MB": ref["peak_bytes"] / 2**20,
-            "vectorized_MB": vec["peak_bytes"] / 2**20,
-            "memory_ratio": vec["peak_bytes"] / max(ref["peak_bytes"], 1),
+            "reference_MB": megabytes(ref["peak_bytes"]),
+            "vectorized_MB": megabytes(vec["peak_bytes"]),
+            "memory_ratio": _ratio(vec["peak_bytes"], ref["peak_bytes"]),
             "relative_difference": abs(ref["value"] - vec["value"]) / abs(ref["value"]),
         })
     print(f"GRW loss, forward + backward on {device} ({torch.get_num_threads()} threads): reference vs vectorized")
@@ -122,7 +178,11 @@ def bench_loss(device: str = "cpu", json_path: Path | None = None) -> dict:
     worst = max(row["relative_difference"] for row in rows)
     if worst > 1e-5:
         raise RuntimeError(f"the two implementations disagree: relative difference {worst:.2e} > 1e-5")
-    results = {"device": device, "threads": torch.get_num_threads(), "cases": rows}
+    seconds = in_fresh_process(_tiny_call_case, device)  # its own process: one thread there, none taken from here
+    tiny = [{"T": T, "ms_per_call": 1e3 * s, "ratio_to_T7": s / seconds[7]} for T, s in seconds.items()]
+    print(f"\nGRWLoss(T) fixed cost per call on a tiny Z [2, 16, 8], one thread, forward + backward on {device}")
+    _print_table(tiny, {"T": "d", "ms_per_call": ".3f", "ratio_to_T7": ".2f"})
+    results = {"device": device, "threads": torch.get_num_threads(), "cases": rows, "tiny_call": tiny}
     _write_json(results, json_path)
     return results
 
@@ -150,22 +210,28 @@ MOVINET_TRAIN_CASES: tuple[tuple[bool, bool, bool], ...] = tuple(
 )
 
 
-def _training_step(model: torch.nn.Module, video: torch.Tensor, labels: torch.Tensor, grw: Callable | None = None) -> Callable[[], torch.Tensor]:
-    """One forward + cross-entropy (+ 0.1 · GRW on ``Z`` when ``grw`` is given) backward + optimizer step, as a call."""
-    import torch.nn.functional as F
+class _PublishedClassifier(nn.Module):
+    """A MoViNet with its own classifier under the engine's contract (Z: the logits, one frame), to time the engine's step."""
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    def __init__(self, movinet: nn.Module, num_classes: int = 600) -> None:
+        super().__init__()
+        self.movinet, self.num_classes = movinet, num_classes
 
-    def step() -> torch.Tensor:
-        out = model(video)
-        logits, Z = out if isinstance(out, tuple) else (out, None)
-        loss = F.cross_entropy(logits, labels) + (0.1 * grw(Z) if grw is not None else 0.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"backbone": list(self.movinet.parameters()), "head": []}
 
-    return step
+    def forward(self, video: torch.Tensor) -> ClassifierOutput:
+        logits = self.movinet(video)
+        return ClassifierOutput(logits, logits[:, None])
+
+
+def _training_step(model: nn.Module, video: torch.Tensor, labels: torch.Tensor, regularizer: Callable | None = None) -> Callable[[], torch.Tensor]:
+    """The engine's step (:meth:`grw.train.Trainer.step`) on one batch: CE (+ 0.1 · ``regularizer(Z)``), backward, AdamW."""
+    from grw.train import Trainer, TrainConfig
+
+    cfg = TrainConfig(lr=1e-4, device=str(video.device), progress=False)
+    trainer = Trainer(model, cfg, steps_per_epoch=1, regularizer=regularizer, lam=0.1, device=video.device)
+    return lambda: trainer.step(video, labels)
 
 
 def _movinet_case(kind: str, stream: bool, compiled: bool, channels_last: bool, device: str) -> dict[str, Any]:
@@ -182,7 +248,8 @@ def _movinet_case(kind: str, stream: bool, compiled: bool, channels_last: bool, 
         B, T, size = MOVINET_CLIP
         video = torch.rand(B, 3, T, size, size, device=dev).contiguous(memory_format=layout)
         labels = torch.randint(600, (B,), device=dev)
-        step = _training_step(torch.compile(model) if compiled else model, video, labels)
+        classifier = _PublishedClassifier(model)
+        step = _training_step(torch.compile(classifier) if compiled else classifier, video, labels)
     else:
         model.eval()
         frame = torch.rand(1, 3, 1, 172, 172, device=dev).contiguous(memory_format=layout)
@@ -222,7 +289,7 @@ def bench_movinet(device: str = "cpu", json_path: Path | None = None) -> dict:
             row |= run(_movinet_case, kind, stream, compiled, channels_last, device)
             row["note"] = ""
         except Exception as error:  # reported in the table, not hidden
-            row |= {"seconds": float("nan"), "peak_bytes": float("nan"), "warmup_seconds": float("nan")}
+            row |= {"seconds": float("nan"), "peak_bytes": None, "warmup_seconds": float("nan")}
             row["note"] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:80] if str(error) else ''}"
         return row
 
@@ -233,8 +300,8 @@ def bench_movinet(device: str = "cpu", json_path: Path | None = None) -> dict:
         row |= {
             "clips_per_s": B / row["seconds"],
             "speedup": eager["seconds"] / row["seconds"],
-            "peak_MB": row["peak_bytes"] / 2**20,
-            "memory_ratio": row["peak_bytes"] / eager["peak_bytes"],
+            "peak_MB": megabytes(row["peak_bytes"]),
+            "memory_ratio": _ratio(row["peak_bytes"], eager["peak_bytes"]),
         }
     print(f"MoViNet-A0 training step (forward + backward + AdamW), batch {B}, {T}×{size}², on {device} "
           f"({torch.get_num_threads()} threads); ratios vs eager contiguous of the same model")
@@ -244,7 +311,7 @@ def bench_movinet(device: str = "cpu", json_path: Path | None = None) -> dict:
     })
     streaming = [measure("stream", True, compiled, False) for compiled in (False, True)]
     for row in streaming:
-        row |= {"ms_per_frame": 1e3 * row["seconds"], "frames_per_s": 1 / row["seconds"], "peak_MB": row["peak_bytes"] / 2**20}
+        row |= {"ms_per_frame": 1e3 * row["seconds"], "frames_per_s": 1 / row["seconds"], "peak_MB": megabytes(row["peak_bytes"])}
     print(f"\nMoViNet-A0 stream, one 172² frame per step() with the state carried, batch 1, no grad, on {device}")
     _print_table(streaming, {
         "mode": "s", "ms_per_frame": ".1f", "frames_per_s": ".1f", "peak_MB": ".1f", "warmup_seconds": ".0f", "note": "s",
@@ -282,13 +349,13 @@ def _kinetics_step_case(variant: str, device: str, repeats: int) -> list[float]:
 
     from grw.loss import GRWLoss
     from grw.models.movinet import create_movinet
-    from grw.train import KineticsSetup, build_kinetics_model
+    from grw.recipes.kinetics import KineticsModel, build_model
 
     torch.manual_seed(0)
     dev = torch.device(device)
     frames, _, crop = KINETICS_INPUT
-    model = (create_movinet("a0", stream=True) if variant == "MoViNet classifier"
-             else build_kinetics_model(KineticsSetup("unused"), 600)).to(dev)
+    model = (_PublishedClassifier(create_movinet("a0", stream=True)) if variant == "MoViNet classifier"
+             else build_model(KineticsModel(), 600)).to(dev)
     grw = GRWLoss(5).to(dev) if variant == "GRW head + GRW loss" else None
     video = torch.rand(KINETICS_STEP_BATCH, 3, frames, crop, crop, device=dev)
     labels = torch.randint(600, (KINETICS_STEP_BATCH,), device=dev)

@@ -68,7 +68,7 @@ def _check_settings(T: int, alpha: float, max_perms: int) -> None:
         raise ValueError(f"alpha must be a finite number, got {alpha!r}")
 
 
-def _check_embeddings(Z: Tensor, T: int) -> None:
+def _check_embeddings(Z: Tensor, T: int, check_finite: bool = False) -> None:
     if not isinstance(Z, Tensor) or Z.ndim != 3:
         shape = tuple(Z.shape) if isinstance(Z, Tensor) else type(Z).__name__
         raise ValueError(f"Z must be a 3-D tensor [B, N, K] of per-frame embeddings, got {shape}")
@@ -78,7 +78,7 @@ def _check_embeddings(Z: Tensor, T: int) -> None:
         raise ValueError(f"Z has N={Z.shape[1]} frames, fewer than one window of T={T}: expected N >= T")
     if Z.shape[0] == 0 or Z.shape[2] == 0:
         raise ValueError(f"Z must have at least one clip and one channel, got shape {tuple(Z.shape)}")
-    if not torch.isfinite(Z).all():
+    if check_finite and not torch.isfinite(Z).all():  # a host sync on GPU, hence opt-in
         raise ValueError("Z contains NaN or infinite values; expected finite embeddings")
 
 
@@ -95,50 +95,52 @@ def windows(Z: Tensor, T: int) -> Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def _all_orderings(T: int) -> Tensor:
+def _all_orderings(T: int, device: torch.device) -> Tensor:
     rest = itertools.permutations(range(1, T))  # lexicographic: the identity comes first
-    return torch.tensor([(0, *p) for p in rest], dtype=torch.long)
+    return torch.tensor([(0, *p) for p in rest], dtype=torch.long).to(device)  # copied once per device, not per call
 
 
-def permutations(T: int, max_perms: int = 1000, generator: torch.Generator | None = None) -> Tensor:
-    """Orderings of a window ``[P, T]`` (long): frame 0 first, row 0 the identity.
+def permutations(
+    T: int, max_perms: int = 1000, generator: torch.Generator | None = None, *, device: torch.device | str | None = None
+) -> Tensor:
+    """Orderings of a window ``[P, T]`` (long, on ``device``, default CPU): frame 0 first, row 0 the identity.
 
-    All ``(T-1)!`` orderings when ``T <= 7`` or when ``max_perms`` covers them all; otherwise the
-    identity plus ``max_perms - 1`` distinct, non-identity random orderings drawn from ``generator``.
+    All ``(T-1)!`` orderings when ``T <= 7`` or when ``max_perms`` covers them all; otherwise the identity plus
+    ``max_perms - 1`` uniform draws *with replacement* (duplicates, even of the identity, are kept), drawn in one
+    call on ``generator``'s device: a generator on ``device`` makes the draw reproducible with no copy.
     """
     _check_settings(T, 0.0, max_perms)
+    device = torch.device("cpu" if device is None else device)
     if T <= EXHAUSTIVE_MAX_T or max_perms >= math.factorial(T - 1):
-        return _all_orderings(T).clone()
-    identity = tuple(range(1, T))
-    chosen: dict[tuple[int, ...], None] = {}  # insertion-ordered set
-    while len(chosen) < max_perms - 1:
-        draws = torch.rand(2 * max_perms, T - 1, generator=generator).argsort(dim=1) + 1
-        for row in map(tuple, draws.tolist()):
-            if row != identity:
-                chosen.setdefault(row)
-            if len(chosen) == max_perms - 1:
-                break
-    rows = [(0, *identity)] + [(0, *row) for row in chosen]
-    return torch.tensor(rows, dtype=torch.long)
+        return _all_orderings(T, device).clone()
+    # Removing repeats would need a host sync. They are rare and harmless: the draws are a uniform sample
+    # of the softmax's denominator over all orderings, which holds the identity too (a draw of it, chance
+    # 1/(T-1)! per row, adds a second copy of the true logit), as in the authors' code.
+    draw_device = generator.device if generator is not None else device
+    rest = torch.rand(max_perms - 1, T - 1, generator=generator, device=draw_device).argsort(dim=1) + 1
+    identity = torch.arange(1, T, device=draw_device)
+    return F.pad(torch.cat([identity[None], rest]), (1, 0)).to(device)  # frame 0 first
 
 
-def difference_matrix(T: int, order: int, dtype: torch.dtype = torch.float64) -> Tensor:
+def difference_matrix(
+    T: int, order: int, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> Tensor:
     """The ``[T - order, T]`` finite-difference matrix ``D`` with ``D @ z = z.diff(n=order)``."""
-    return torch.eye(T, dtype=dtype).diff(n=order, dim=0)
+    return torch.eye(T, dtype=dtype, device=device).diff(n=order, dim=0)
 
 
-def ordering_forms(perms: Tensor) -> Tensor:
-    """``M_π = P_πᵀ D2ᵀ D2 P_π`` for each ordering ``[P, T]``: ``[P, T, T]``, so that ``Σ_t ||a^π_t||² = <M_π, Z Zᵀ>``."""
-    T = perms.shape[1]
-    D2 = difference_matrix(T, 2, dtype=torch.float64).to(perms.device)
+def ordering_forms(perms: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``M_π = P_πᵀ D2ᵀ D2 P_π`` for each ordering ``[P, T]``: ``[P, T, T]`` on ``perms.device``, so that ``Σ_t ||a^π_t||² = <M_π, Z Zᵀ>``."""
+    P, T = perms.shape
+    D2 = difference_matrix(T, 2, dtype, perms.device)
     Q = D2.T @ D2  # [T, T]
-    # (P_π z)_t = z_{π(t)}, hence (P_πᵀ Q P_π)[i, j] = Q[π⁻¹(i), π⁻¹(j)].
-    inverse = perms.argsort(dim=1)
-    return Q[inverse.unsqueeze(2), inverse.unsqueeze(1)]
+    # (P_π z)_t = z_{π(t)}, hence (P_πᵀ Q P_π)[π(a), π(b)] = Q[a, b]: one scatter of Q into the permuted places.
+    places = (perms.unsqueeze(2) * T + perms.unsqueeze(1)).view(P, T * T)
+    return Q.new_zeros(P, T * T).scatter_(1, places, Q.view(1, -1).expand(P, -1)).view(P, T, T)
 
 
-def _velocity_form(T: int) -> Tensor:
-    D1 = difference_matrix(T, 1)
+def _velocity_form(T: int, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
+    D1 = difference_matrix(T, 1, dtype, device)
     return D1.T @ D1  # Σ_t ||v_t||² = <D1ᵀD1, Z Zᵀ>
 
 
@@ -181,19 +183,21 @@ def grw_loss(
     max_perms: int = 1000,
     generator: torch.Generator | None = None,
     return_terms: bool = False,
+    check_finite: bool = False,
 ) -> Tensor | GRWTerms:
     """GRW-smoothing loss of per-frame embeddings ``Z [B, N, K]`` with windows of ``T`` frames (vectorized).
 
-    Returns the scalar mean over windows of ``ordering CE + alpha · scale``, computed in float32 (or
-    float64 for float64 input) even under autocast; ``return_terms=True`` gives :class:`GRWTerms`.
+    Returns the scalar mean over windows of ``ordering CE + alpha · scale``, in float32 (float64 for float64 input)
+    even under autocast; ``return_terms=True`` gives :class:`GRWTerms`. ``check_finite=True`` raises a ValueError on
+    NaN/inf in ``Z`` (a host sync on GPU; off by default, when such a ``Z`` gives a non-finite loss).
     """
     _check_settings(T, alpha, max_perms)
-    _check_embeddings(Z, T)
-    perms = permutations(T, max_perms, generator).to(Z.device)
+    _check_embeddings(Z, T, check_finite)
+    perms = permutations(T, max_perms, generator, device=Z.device)
     dtype = _compute_dtype(Z)
     with torch.autocast(Z.device.type, enabled=False):
-        forms = ordering_forms(perms).to(dtype)
-        terms = _loss_from_gram(_gram(Z, T), forms, _velocity_form(T).to(Z.device, dtype), alpha)
+        forms = ordering_forms(perms, dtype)
+        terms = _loss_from_gram(_gram(Z, T), forms, _velocity_form(T, dtype, Z.device), alpha)
     return terms if return_terms else terms.loss
 
 
@@ -205,14 +209,15 @@ def grw_loss_reference(
     max_perms: int = 1000,
     generator: torch.Generator | None = None,
     return_terms: bool = False,
+    check_finite: bool = False,
 ) -> Tensor | GRWTerms:
     """The same loss as :func:`grw_loss`, materialized: permute every window ``[W, P, T, K]``, take second differences, sum.
 
-    Memory grows as ``W·P·T·K``; use it to read and to check, not to train.
+    Memory grows as ``W·P·T·K``; use it to read and to check, not to train. The keywords are :func:`grw_loss`'s.
     """
     _check_settings(T, alpha, max_perms)
-    _check_embeddings(Z, T)
-    perms = permutations(T, max_perms, generator).to(Z.device)
+    _check_embeddings(Z, T, check_finite)
+    perms = permutations(T, max_perms, generator, device=Z.device)
     with torch.autocast(Z.device.type, enabled=False):
         w = windows(Z.to(_compute_dtype(Z)), T)  # [W, T, K]
         permuted = w[:, perms]  # [W, P, T, K]
@@ -228,32 +233,32 @@ def grw_loss_reference(
 class GRWLoss(nn.Module):
     """:func:`grw_loss` as a module; the ordering forms are buffers, so ``.to(device)`` moves them.
 
-    For ``T > 7`` a fresh sample of orderings is drawn on every call (from ``generator`` if given).
+    For ``T > 7`` a fresh sample of orderings is drawn on every call, on ``Z``'s device with no host sync (from
+    ``generator`` if given: see :func:`permutations`). ``check_finite=True`` rejects NaN/inf ``Z``, one sync a call.
     """
 
-    def __init__(self, T: int, alpha: float = 0.5, max_perms: int = 1000) -> None:
+    def __init__(self, T: int, alpha: float = 0.5, max_perms: int = 1000, check_finite: bool = False) -> None:
         super().__init__()
         _check_settings(T, alpha, max_perms)
-        self.T, self.alpha, self.max_perms = T, alpha, max_perms
+        self.T, self.alpha, self.max_perms, self.check_finite = T, alpha, max_perms, check_finite
         self.exhaustive = T <= EXHAUSTIVE_MAX_T or max_perms >= math.factorial(T - 1)
-        forms = ordering_forms(permutations(T, max_perms)) if self.exhaustive else torch.empty(0, T, T)
-        self.register_buffer("forms", forms.float(), persistent=False)  # [P, T, T]
-        self.register_buffer("velocity_form", _velocity_form(T).float(), persistent=False)  # [T, T]
+        forms = ordering_forms(permutations(T, max_perms), torch.float32) if self.exhaustive else torch.empty(0, T, T)
+        self.register_buffer("forms", forms, persistent=False)  # [P, T, T]
+        self.register_buffer("velocity_form", _velocity_form(T, torch.float32), persistent=False)  # [T, T]
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, alpha={self.alpha}, max_perms={self.max_perms}"
+        return f"T={self.T}, alpha={self.alpha}, max_perms={self.max_perms}, check_finite={self.check_finite}"
 
     def forward(
         self, Z: Tensor, *, generator: torch.Generator | None = None, return_terms: bool = False
     ) -> Tensor | GRWTerms:
         """Loss of ``Z [B, N, K]``; see :func:`grw_loss`."""
-        _check_embeddings(Z, self.T)
+        _check_embeddings(Z, self.T, self.check_finite)
         dtype = _compute_dtype(Z)
         with torch.autocast(Z.device.type, enabled=False):
             if self.exhaustive:
                 forms = self.forms.to(dtype)
             else:
-                perms = permutations(self.T, self.max_perms, generator).to(Z.device)
-                forms = ordering_forms(perms).to(dtype)
+                forms = ordering_forms(permutations(self.T, self.max_perms, generator, device=Z.device), dtype)
             terms = _loss_from_gram(_gram(Z, self.T), forms, self.velocity_form.to(dtype), self.alpha)
         return terms if return_terms else terms.loss

@@ -50,17 +50,29 @@ def test_permutations_of_the_worked_example():
         assert len(permutations(T)) == math.factorial(T - 1)
 
 
-def test_sampled_orderings_are_distinct_fresh_and_keep_frame_0():
+def test_sampled_orderings_are_valid_reproducible_and_fresh():
     g = torch.Generator().manual_seed(1)
     first, second = permutations(10, 200, g), permutations(10, 200, g)
     for perms in (first, second):
-        assert perms.shape == (200, 10)
+        assert perms.shape == (200, 10) and perms.dtype == torch.long
         assert perms[0].tolist() == list(range(10))
         assert (perms[:, 0] == 0).all()
-        assert len({tuple(p) for p in perms.tolist()}) == 200  # distinct, identity only once
         assert (perms.sort(dim=1).values == torch.arange(10)).all()  # each row a permutation
+        assert len({tuple(p) for p in perms[1:].tolist()}) > 190  # random draws, not one ordering repeated
     assert not torch.equal(first, second)  # fresh negatives on every call
+    assert torch.equal(permutations(10, 200, torch.Generator().manual_seed(1)), first)  # the seed fixes the draw
+    assert not torch.equal(permutations(10, 200, torch.Generator().manual_seed(2)), first)
     assert len(permutations(8, 10**6)) == math.factorial(7)  # asking for more than exist gives all
+
+
+@pytest.mark.parametrize("T,max_perms", [(5, 1000), (10, 50)])
+@pytest.mark.parametrize("seeded", [False, True])
+def test_orderings_and_forms_live_on_the_requested_device(T, max_perms, seeded):
+    generator = torch.Generator().manual_seed(0) if seeded else None  # a CPU generator draws on the CPU, then moves
+    perms = permutations(T, max_perms, generator, device="meta")
+    assert perms.device.type == "meta" and perms.shape == (min(max_perms, math.factorial(T - 1)), T)
+    forms = ordering_forms(perms, torch.float32)
+    assert forms.device.type == "meta" and forms.dtype == torch.float32
 
 
 @pytest.mark.parametrize("shape,T", [((2, 10, 3), 3), ((3, 12, 5), 4), ((2, 11, 4), 5), ((1, 13, 2), 6), ((2, 7, 3), 7)])
@@ -79,6 +91,28 @@ def test_matches_brute_force_with_sampled_orderings():
     for loss_fn in (grw_loss, grw_loss_reference):
         assert loss_fn(Z, 9, max_perms=30, generator=torch.Generator().manual_seed(5)).item() == pytest.approx(expected, rel=1e-5)
     assert GRWLoss(9, max_perms=30)(Z, generator=torch.Generator().manual_seed(5)).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_sampled_loss_T16_matches_reference_for_the_same_seed():
+    Z = torch.randn(2, 35, 4, generator=torch.Generator().manual_seed(0))
+    expected = grw_loss_reference(Z, 16, generator=torch.Generator().manual_seed(7)).item()
+    assert grw_loss(Z, 16, generator=torch.Generator().manual_seed(7)).item() == pytest.approx(expected, rel=1e-5)
+    assert GRWLoss(16)(Z, generator=torch.Generator().manual_seed(7)).item() == pytest.approx(expected, rel=1e-5)
+    other = grw_loss(Z, 16, generator=torch.Generator().manual_seed(8)).item()
+    assert other != pytest.approx(expected, rel=1e-5)  # other negatives, other loss
+
+
+def test_a_drawn_identity_adds_a_second_copy_of_the_true_logit(monkeypatch):
+    Z = torch.randn(1, 9, 3, generator=torch.Generator().manual_seed(4))
+    perms = permutations(9, 20, torch.Generator().manual_seed(0))
+    doubled = torch.cat([perms, perms[:1]])  # as if a draw had hit the identity
+    monkeypatch.setattr("grw.loss.permutations", lambda *args, **kwargs: doubled)
+    logits = -0.5 * Z[0, doubled].diff(n=2, dim=1).pow(2).sum(dim=(1, 2))
+    ordering = torch.logsumexp(logits, 0) - logits[0]  # the target stays row 0; row 20 only enlarges the denominator
+    terms = grw_loss(Z, 9, max_perms=21, return_terms=True)
+    assert terms.ordering.item() == pytest.approx(ordering.item(), rel=1e-5)
+    assert terms.ordering.item() > math.log(2)  # two equal true logits: the ordering term cannot fall below log 2
+    assert GRWLoss(9, max_perms=21)(Z).item() == pytest.approx(terms.loss.item(), rel=1e-6)
 
 
 def test_large_offset_keeps_float32_accuracy():
@@ -135,6 +169,19 @@ def test_module_buffers_move_and_stay_out_of_state_dict():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_generator_draws_on_the_device():
+    def seeded() -> torch.Generator:
+        return torch.Generator("cuda").manual_seed(3)
+
+    perms = permutations(16, 100, seeded(), device="cuda")
+    assert perms.is_cuda and torch.equal(perms, permutations(16, 100, seeded(), device="cuda"))
+    Z = torch.randn(2, 32, 8, device="cuda")
+    expected = grw_loss_reference(Z, 16, generator=seeded()).item()
+    assert grw_loss(Z, 16, generator=seeded()).item() == pytest.approx(expected, rel=1e-5)
+    assert GRWLoss(16).cuda()(Z, generator=seeded()).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cpu_and_cuda_agree():
     Z = torch.randn(4, 20, 16)
     for T in (5, 8):
@@ -151,7 +198,6 @@ def test_cpu_and_cuda_agree():
         (torch.randn(2, 4, 3), 5, 1000, "fewer than one window"),
         (torch.randn(10, 3), 5, 1000, "3-D tensor"),
         (torch.randint(0, 5, (2, 10, 3)), 5, 1000, "floating dtype"),
-        (torch.tensor([[[0.0], [1.0], [float("nan")], [2.0], [3.0]]]), 5, 1000, "NaN or infinite"),
         (torch.randn(2, 10, 3), 5, 1, "max_perms must be an integer >= 2"),
     ],
 )
@@ -159,3 +205,19 @@ def test_bad_input_is_rejected(Z, T, max_perms, message):
     for loss_fn in (grw_loss, grw_loss_reference):
         with pytest.raises(ValueError, match=message):
             loss_fn(Z, T, max_perms=max_perms)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("T", [5, 8])
+def test_finiteness_is_checked_only_on_request(bad, T):
+    Z = torch.randn(2, 2 * T, 3)
+    Z[1, 3, 2] = bad
+    for loss_fn in (
+        lambda z, **kw: grw_loss(z, T, **kw),
+        lambda z, **kw: grw_loss_reference(z, T, **kw),
+        lambda z, **kw: GRWLoss(T, **kw)(z),
+    ):
+        with pytest.raises(ValueError, match="NaN or infinite values; expected finite embeddings"):
+            loss_fn(Z, check_finite=True)
+        assert not torch.isfinite(loss_fn(Z))  # unchecked by default: no host sync, the loss shows it
+        assert torch.isfinite(loss_fn(Z.nan_to_num(0.0, 0.0, 0.0), check_finite=True))
