@@ -117,7 +117,8 @@ def permutations(
     # of the softmax's denominator over all orderings, which holds the identity too (a draw of it, chance
     # 1/(T-1)! per row, adds a second copy of the true logit), as in the authors' code.
     draw_device = generator.device if generator is not None else device
-    rest = torch.rand(max_perms - 1, T - 1, generator=generator, device=draw_device).argsort(dim=1) + 1
+    keys = torch.randint(2**31 - 1, (max_perms - 1, T - 1), generator=generator, device=draw_device, dtype=torch.int32)
+    rest = keys.argsort(dim=1) + 1  # integer keys: fewer ties than float32, and a faster sort
     identity = torch.arange(1, T, device=draw_device)
     return F.pad(torch.cat([identity[None], rest]), (1, 0)).to(device)  # frame 0 first
 
@@ -132,11 +133,19 @@ def difference_matrix(
 def ordering_forms(perms: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
     """``M_π = P_πᵀ D2ᵀ D2 P_π`` for each ordering ``[P, T]``: ``[P, T, T]`` on ``perms.device``, so that ``Σ_t ||a^π_t||² = <M_π, Z Zᵀ>``."""
     P, T = perms.shape
-    D2 = difference_matrix(T, 2, dtype, perms.device)
-    Q = D2.T @ D2  # [T, T]
-    # (P_π z)_t = z_{π(t)}, hence (P_πᵀ Q P_π)[π(a), π(b)] = Q[a, b]: one scatter of Q into the permuted places.
-    places = (perms.unsqueeze(2) * T + perms.unsqueeze(1)).view(P, T * T)
-    return Q.new_zeros(P, T * T).scatter_(1, places, Q.view(1, -1).expand(P, -1)).view(P, T, T)
+    rows, cols, values = _acceleration_band(T, dtype, perms.device)
+    # (P_π z)_t = z_{π(t)}, hence M_π[π(a), π(b)] = Q[a, b]: one scatter of Q's band (|a - b| <= 2) into those places.
+    frames = perms.T.contiguous()  # [T, P]: whole rows to gather
+    places = frames.index_select(0, rows) * T + frames.index_select(0, cols)  # [5T - 6, P]
+    return values.new_zeros(P, T * T).scatter_(1, places.T, values.expand(P, -1)).view(P, T, T)
+
+
+@functools.lru_cache(maxsize=None)
+def _acceleration_band(T: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows, columns and values of the non-zero band of ``Q = D2ᵀ D2`` (built once per device: no sync per call)."""
+    D2 = difference_matrix(T, 2, dtype)
+    rows, cols = ((D2.T @ D2) != 0).nonzero(as_tuple=True)
+    return rows.to(device), cols.to(device), (D2.T @ D2)[rows, cols].to(device)
 
 
 def _velocity_form(T: int, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
