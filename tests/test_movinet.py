@@ -12,6 +12,7 @@ from grw.metrics import gmacs
 from grw.models import GRWVideoClassifier
 from grw.models.movinet import (
     CONFIGS,
+    ConvBNAct,
     MoViNet,
     SkipPool,
     create_movinet,
@@ -214,6 +215,20 @@ def test_tf_same_padding_and_skip_pool() -> None:
     torch.testing.assert_close(SkipPool(tf_padding=True)(x)[0, 0, 0], expected)
     # Symmetric padding: windows centred at 0, 2; the first row/column averages real pixels only.
     torch.testing.assert_close(SkipPool(tf_padding=False)(x)[0, 0, 0], torch.tensor([[2.5, 4.0], [8.5, 10.0]]))
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "causal"), [((1, 3, 3), 1, False), ((1, 5, 5), 2, False), ((3, 1, 1), 1, True), ((5, 1, 1), 1, False)]
+)
+def test_depthwise_convs_run_as_the_same_2d_convs(kernel: tuple[int, int, int], stride: int, causal: bool) -> None:
+    torch.manual_seed(0)
+    unit = ConvBNAct(6, 6, kernel, stride, groups=6, causal=causal, tf_padding=False)
+    for layout in (torch.contiguous_format, torch.channels_last_3d):
+        x = torch.randn(2, 6, 5, 9, 9).contiguous(memory_format=layout)
+        fast, reference = unit._conv(x), unit.conv(x)
+        torch.testing.assert_close(fast, reference)
+        grads = [torch.autograd.grad(y.square().sum(), unit.conv.weight)[0] for y in (fast, reference)]
+        torch.testing.assert_close(*grads, rtol=1e-5, atol=1e-5)  # sums of ~400 products in another order
 
 
 @torch.no_grad()

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
+from grw.models.positions import sinusoidal_positions
+
 __all__ = [
     "CONFIGS",
     "MoViNet",
@@ -200,7 +202,24 @@ class ConvBNAct(nn.Module):
             _, kh, kw = self.conv.kernel_size
             s = self.conv.stride[1]
             x = F.pad(x, (*same_padding(x.shape[-1], kw, s), *same_padding(x.shape[-2], kh, s)))
-        return self.act(self.norm(self.conv(x)))
+        return self.act(self.norm(self._conv(x)))
+
+    def _conv(self, x: Tensor) -> Tensor:
+        """The convolution; a depthwise one as the same 2-D convolution over a view of ``x``.
+
+        On CPU, PyTorch's 3-D depthwise convolutions are several times slower than the 2-D ones.
+        """
+        conv, (kt, kh, kw) = self.conv, self.conv.kernel_size
+        depthwise = conv.groups == conv.in_channels == conv.out_channels and conv.bias is None
+        if depthwise and kh == kw == 1 and conv.stride[1] == 1:  # (kt, 1, 1): (kt, 1) over [B, C, T, H·W]
+            y = F.conv2d(x.flatten(3), conv.weight.squeeze(4), None, 1, (conv.padding[0], 0), groups=conv.groups)
+            return y.unflatten(3, x.shape[3:])
+        if depthwise and kt == 1 and x.is_contiguous():  # (1, k, k): over [B, C·T, H, W], a group per channel·frame
+            T = x.shape[2]
+            weight = conv.weight.squeeze(2).repeat_interleave(T, 0)
+            y = F.conv2d(x.flatten(1, 2), weight, None, conv.stride[1:], conv.padding[1:], groups=conv.groups * T)
+            return y.unflatten(1, (-1, T))
+        return conv(x)
 
 
 class SkipPool(nn.Module):
@@ -229,13 +248,6 @@ def causal_cumulative_mean(x: Tensor, carried: Tensor | None, frames: Tensor) ->
     counts = frames + torch.arange(1, x.shape[2] + 1, device=x.device)
     # A compact copy: the same strides whatever the chunk length, so compiled code is not re-specialised.
     return sums / counts.to(x.dtype).view(1, 1, -1, 1, 1), sums[:, :, -1:].contiguous()
-
-
-def position_code(positions: Tensor, dim: int) -> Tensor:
-    """Sinusoidal code ``[T, dim]`` of frame indices ``[T]``: sines then cosines (as the official MoViNet)."""
-    omega = 10000.0 ** (-torch.arange(dim // 2, device=positions.device, dtype=torch.float32) / (dim // 2))
-    angles = positions.float()[:, None] * omega[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
 class StreamState:
@@ -314,7 +326,7 @@ class SqueezeExcite(nn.Module):
             summary = torch.cat([stream.cumulative_mean(self.state_key, space), space], dim=1)
             if self.pos_alpha is not None:
                 positions = stream.frames + torch.arange(x.shape[2], device=x.device)
-                code = position_code(positions, summary.shape[1]).to(x.dtype)
+                code = sinusoidal_positions(positions, summary.shape[1]).to(x.dtype)
                 summary = summary + self.pos_alpha * code.T[None, :, :, None, None]
         return x * self.fc2(self.fc1(summary))
 
