@@ -128,9 +128,14 @@ def _loss_case(impl: str, B: int, T: int, K: int, device: str) -> dict[str, floa
 
 
 def _tiny_call_case(device: str) -> dict[int, float]:
-    """Seconds per forward + backward ``GRWLoss(T)`` call on a tiny ``Z [2, 16, 8]``, one thread, for T = 7, 8, 16."""
+    """Seconds per forward + backward ``GRWLoss(T)`` call on a tiny ``Z [2, 16, 8]``, one thread, for T = 7, 8, 16.
+
+    Timed in this process, whose allocator is warm like a training process's: in a freshly spawned one, glibc
+    maps the T = 16 call's megabyte temporaries anew each call (zeroed pages), which made it 2-3× slower here.
+    """
     from grw.loss import GRWLoss
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     Z = torch.randn(2, 16, 8, device=device, requires_grad=True)
@@ -145,7 +150,10 @@ def _tiny_call_case(device: str) -> dict[int, float]:
         step()  # warm-up
         return seconds_per_call(step, min_run_time=0.5)
 
-    return {T: time_call(T) for T in (7, 8, 16)}
+    try:
+        return {T: time_call(T) for T in (7, 8, 16)}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def bench_loss(device: str = "cpu", json_path: Path | None = None) -> dict:
@@ -178,7 +186,7 @@ def bench_loss(device: str = "cpu", json_path: Path | None = None) -> dict:
     worst = max(row["relative_difference"] for row in rows)
     if worst > 1e-5:
         raise RuntimeError(f"the two implementations disagree: relative difference {worst:.2e} > 1e-5")
-    seconds = in_fresh_process(_tiny_call_case, device)  # its own process: one thread there, none taken from here
+    seconds = _tiny_call_case(device)
     tiny = [{"T": T, "ms_per_call": 1e3 * s, "ratio_to_T7": s / seconds[7]} for T, s in seconds.items()]
     print(f"\nGRWLoss(T) fixed cost per call on a tiny Z [2, 16, 8], one thread, forward + backward on {device}")
     _print_table(tiny, {"T": "d", "ms_per_call": ".3f", "ratio_to_T7": ".2f"})
