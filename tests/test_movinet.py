@@ -159,6 +159,7 @@ def test_importer_zeroes_the_position_scalars_the_layout_lacks() -> None:
 @pytest.mark.parametrize("name", ["a0", "a3"])  # A3 has the positional encoding
 @torch.no_grad()
 def test_whole_clip_chunks_and_frames_give_the_same_logits(name: str) -> None:
+    torch.manual_seed(0)  # the weights: the checks below must not depend on the tests that ran before
     model = _randomise(create_movinet(name, stream=True, num_classes=10), seed=1)
     video = _video(T=8)
     whole = model(video)
