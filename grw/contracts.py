@@ -73,8 +73,8 @@ class VideoClassifier(Protocol):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]: ...
 
 
-def check_dataset(data: object, role: str) -> None:
-    """Raise a ``TypeError``/``ValueError`` saying what is expected unless ``data`` is a :class:`ClipDataset` whose first item fits."""
+def check_dataset(data: object, role: str) -> Item | None:
+    """``data[0]`` (``None`` if unreadable) once ``data`` is a :class:`ClipDataset` whose first item fits, else an error saying what is expected."""
     if not isinstance(data, ClipDataset):
         missing = [name for name in ("classes", "__len__", "__getitem__") if not hasattr(data, name)]
         raise TypeError(f"the {role} data must be a map-style dataset with `classes`, `__len__` and `__getitem__` "
@@ -83,7 +83,7 @@ def check_dataset(data: object, role: str) -> None:
         raise ValueError(f"the {role} data is empty")
     item = data[0]
     if item is None:
-        return  # unreadable: the engine counts it; the next readable one is checked by the model's first step
+        return None  # unreadable: the engine counts it; the next readable one is checked by the model's first step
     if not (isinstance(item, tuple) and len(item) == 2):
         raise TypeError(f"a {role} item must be (video [C, T, H, W], label), got {type(item).__name__} of length "
                         f"{len(item) if isinstance(item, Sequence) else '?'}")
@@ -93,6 +93,7 @@ def check_dataset(data: object, role: str) -> None:
         raise ValueError(f"a {role} video must be a float tensor [C, T, H, W] (channels first, then time), got {shape}")
     if not 0 <= int(label) < len(data.classes):
         raise ValueError(f"a {role} label must index the {len(data.classes)} classes, got {label}")
+    return video, int(label)
 
 
 def check_model(model: object, classes: Sequence[str]) -> None:

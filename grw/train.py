@@ -476,7 +476,7 @@ def fit(
     """
     started = time.perf_counter()
     rank, size = world()
-    check_dataset(train_data, "training")
+    first = check_dataset(train_data, "training")
     if val_data is not None:
         check_dataset(val_data, "validation")
     check_model(model, train_data.classes)
@@ -486,7 +486,7 @@ def fit(
         raise ValueError(f"the training set needs at least batch_size={cfg.batch_size} samples, has {len(train_data)}")
     seed_everything(cfg.seed)
     trainer = Trainer(model, cfg, steps_per_epoch=len(train_data) // cfg.batch_size, regularizer=regularizer, lam=lam)
-    _check_first_batch(trainer, train_data)
+    _check_first_item(trainer, train_data, first)
 
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     resuming = cfg.resume and out_dir is not None and (out_dir / CHECKPOINT).exists()
@@ -509,9 +509,10 @@ def fit(
     return TrainResult(history, trainer.model, ema, time.perf_counter() - started, cfg)
 
 
-def _check_first_batch(trainer: Trainer, data: ClipDataset) -> None:
-    """Run the model on one item before any work: the output contract and the regularizer's needs (e.g. N >= T)."""
-    item = next((data[i] for i in range(min(len(data), 8)) if data[i] is not None), None)
+def _check_first_item(trainer: Trainer, data: ClipDataset, first: Item | None) -> None:
+    """Run the model on the first readable item before any work: the output contract and the regularizer's needs (N >= T)."""
+    later = (item for item in map(data.__getitem__, range(1, min(len(data), 8))) if item is not None)
+    item = first if first is not None else next(later, None)  # each item read once: reading a video decodes it
     if item is None:
         return
     video = item[0][None].to(trainer.device)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from grw.io import write_atomic
 from grw.loss import GRWLoss
 from grw.options import add_options, from_args, option, to_args
 from grw.train import TrainConfig, TrainResult, init_distributed, world
@@ -78,8 +79,6 @@ def get_recipe(name: str) -> Recipe:
 
 def summarize(data: Any, model: Any, smoothing: Smoothing, cfg: TrainConfig, result: TrainResult, **extra: Any) -> dict[str, Any]:
     """The ``results.json`` of a run: its settings, final validation scores, history, ``extra``; written to ``cfg.out_dir`` on rank 0."""
-    from grw.io import write_atomic
-
     final = result.history[-1]
     summary = {
         "data": dataclasses.asdict(data),
