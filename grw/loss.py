@@ -64,8 +64,8 @@ def _check_settings(T: int, alpha: float, max_perms: int) -> None:
         raise ValueError(f"T must be an integer >= 3 (a window needs two velocities to have an acceleration), got {T!r}")
     if not isinstance(max_perms, int) or max_perms < 2:
         raise ValueError(f"max_perms must be an integer >= 2 (the true order and at least one other), got {max_perms!r}")
-    if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+    if not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"alpha must be a finite number >= 0 (it weighs a sum of squares), got {alpha!r}")
 
 
 def _check_embeddings(Z: Tensor, T: int, check_finite: bool = False) -> None:
@@ -158,30 +158,49 @@ def _velocity_form(T: int, dtype: torch.dtype = torch.float64, device: torch.dev
 # --------------------------------------------------------------------------------------------
 
 
-def _loss_from_gram(gram: Tensor, forms: Tensor, velocity_form: Tensor, alpha: float) -> GRWTerms:
-    """Loss terms from window Gram matrices ``[W, T, T]``, ordering forms ``[P, T, T]`` and ``D1ᵀD1 [T, T]``."""
+def _loss_from_gram(
+    gram: Tensor, forms: Tensor, velocity_form: Tensor, alpha: float, scale: Tensor | None = None
+) -> GRWTerms:
+    """Loss terms from window Gram matrices ``[W, T, T]``, ordering forms ``[P, T, T]`` and ``D1ᵀD1 [T, T]``.
+
+    ``scale [W]``, if given, is the unit of each window's Gram matrix (the true Gram is ``scale · gram``); it is
+    applied to the ``[W, P]`` logits in float64, where no finite float32 input can overflow.
+    """
     W, T, _ = gram.shape
     flat = gram.reshape(W, T * T)
     logits = -0.5 * flat @ forms.reshape(-1, T * T).T  # [W, P]
+    velocity = 0.5 * flat @ velocity_form.reshape(T * T)  # [W]
+    if scale is not None:
+        wide = _wide_dtype(gram.device)
+        logits, velocity = logits.to(wide) * scale[:, None], velocity.to(wide) * scale
     target = torch.zeros(W, dtype=torch.long, device=gram.device)  # the identity is ordering 0
     ordering = F.cross_entropy(logits, target)
-    scale = 0.5 * (flat @ velocity_form.reshape(T * T)).mean()
-    return GRWTerms(ordering + alpha * scale, ordering, scale)
+    velocity = velocity.mean()
+    terms = (ordering + alpha * velocity, ordering, velocity)
+    return GRWTerms(*(term.to(gram.dtype) for term in terms))
 
 
 def _compute_dtype(Z: Tensor) -> torch.dtype:
     return torch.promote_types(Z.dtype, torch.float32)  # float32 at least, float64 kept
 
 
-def _gram(Z: Tensor, T: int) -> Tensor:
-    """Gram matrices ``[B·C, T, T]`` of the windows of ``Z [B, N, K]``, each centred over time first.
+def _wide_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
-    The forms annihilate constants (every row of D1 and D2 sums to zero), so centring is exact; it
-    removes the cancellation float32 would suffer when embeddings carry a large common offset.
+
+def _gram(Z: Tensor, T: int) -> tuple[Tensor, Tensor]:
+    """Gram matrices ``[B·C, T, T]`` of the windows of ``Z [B, N, K]``, and the unit ``[B·C]`` (float64) they are in.
+
+    Each window is divided by a power of two ``2^e >= max |w|`` (exact), so the product can neither overflow nor
+    underflow whatever the magnitude of ``Z``; the true Gram matrix is ``4^e`` times the one returned. Each window
+    is centred over time: the forms annihilate constants (every row of D1 and D2 sums to zero), so centring is
+    exact, and it removes the cancellation float32 would suffer when embeddings carry a large common offset.
     """
     w = windows(Z.to(_compute_dtype(Z)), T)
+    exponent = torch.frexp(w.detach().abs().amax(dim=(1, 2)))[1]  # [W]: max |w| < 2^e (e = 0 for a zero window)
+    w = w * torch.exp2(-exponent.to(w.dtype))[:, None, None]
     w = w - w.mean(dim=1, keepdim=True)
-    return w @ w.transpose(1, 2)
+    return w @ w.transpose(1, 2), torch.exp2(2 * exponent.to(_wide_dtype(Z.device)))
 
 
 def grw_loss(
@@ -197,7 +216,9 @@ def grw_loss(
     """GRW-smoothing loss of per-frame embeddings ``Z [B, N, K]`` with windows of ``T`` frames (vectorized).
 
     Returns the scalar mean over windows of ``ordering CE + alpha · scale``, in float32 (float64 for float64 input)
-    even under autocast; ``return_terms=True`` gives :class:`GRWTerms`. ``check_finite=True`` raises a ValueError on
+    even under autocast; ``return_terms=True`` gives :class:`GRWTerms`. Any finite ``Z`` gives finite logits (windows
+    are rescaled by exact powers of two, the logits formed in float64), so the loss is never NaN from finite input;
+    it is ``inf`` only where its value exceeds the dtype's range. ``check_finite=True`` raises a ValueError on
     NaN/inf in ``Z`` (a host sync on GPU; off by default, when such a ``Z`` gives a non-finite loss).
     """
     _check_settings(T, alpha, max_perms)
@@ -206,7 +227,8 @@ def grw_loss(
     dtype = _compute_dtype(Z)
     with torch.autocast(Z.device.type, enabled=False):
         forms = ordering_forms(perms, dtype)
-        terms = _loss_from_gram(_gram(Z, T), forms, _velocity_form(T, dtype, Z.device), alpha)
+        gram, scale = _gram(Z, T)
+        terms = _loss_from_gram(gram, forms, _velocity_form(T, dtype, Z.device), alpha, scale)
     return terms if return_terms else terms.loss
 
 
@@ -269,5 +291,6 @@ class GRWLoss(nn.Module):
                 forms = self.forms.to(dtype)
             else:
                 forms = ordering_forms(permutations(self.T, self.max_perms, generator, device=Z.device), dtype)
-            terms = _loss_from_gram(_gram(Z, self.T), forms, self.velocity_form.to(dtype), self.alpha)
+            gram, scale = _gram(Z, self.T)
+            terms = _loss_from_gram(gram, forms, self.velocity_form.to(dtype), self.alpha, scale)
         return terms if return_terms else terms.loss

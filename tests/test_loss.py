@@ -34,14 +34,15 @@ def brute_force(Z: torch.Tensor, T: int, alpha: float, perms: torch.Tensor | Non
 def test_worked_example_T4():
     Z = torch.tensor([0.0, 1.0, 2.0, 3.0]).reshape(1, 4, 1)
     accelerations = [(0, 0), (1, -3), (-5, 3), (-3, 3), (-1, -3), (-4, 0)]
-    logits = torch.tensor([[-0.5 * (a * a + b * b) for a, b in accelerations]])
-    expected = F.cross_entropy(logits, torch.tensor([0])) + 1.5
+    logits = torch.tensor([[-0.5 * (a * a + b * b) for a, b in accelerations]], dtype=torch.float64)
+    ordering = F.cross_entropy(logits, torch.tensor([0])).item()
+    expected = torch.tensor(ordering + 1.5, dtype=torch.float32)
     for loss_fn in (grw_loss, grw_loss_reference, GRWLoss(4, alpha=1.0)):
         kwargs = {} if isinstance(loss_fn, GRWLoss) else {"T": 4, "alpha": 1.0}
         assert torch.allclose(loss_fn(Z, **kwargs), expected, rtol=1e-6)
     terms = grw_loss(Z, 4, 1.0, return_terms=True)
     assert terms.scale.item() == pytest.approx(1.5)
-    assert terms.ordering.item() == pytest.approx(expected.item() - 1.5, rel=1e-6)
+    assert terms.ordering.item() == pytest.approx(ordering, rel=1e-6)
 
 
 def test_permutations_of_the_worked_example():
@@ -121,6 +122,40 @@ def test_large_offset_keeps_float32_accuracy():
     expected = brute_force(Z.double(), 5, alpha=0.5)
     assert grw_loss(Z, 5).dtype == torch.float32
     assert grw_loss(Z, 5).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("magnitude,K", [(2e17, 480), (1e19, 8), (3e37, 8), (1e-30, 8)])
+def test_any_finite_float32_magnitude_gives_the_float64_loss(magnitude, K):
+    g = torch.Generator().manual_seed(4)
+    # A nearly straight, evenly spaced walk: the true order is by far the most likely, so the ordering term is
+    # finite at any magnitude although the logits themselves are far beyond float32.
+    walk = torch.linspace(0, 1, 10)[:, None] * torch.randn(1, K, generator=g) + 1e-3 * torch.randn(10, K, generator=g)
+    Z = (magnitude * walk).expand(2, 10, K).float().requires_grad_()
+    terms32 = grw_loss(Z, 5, alpha=0.0, return_terms=True)
+    terms64 = grw_loss(Z.detach().double(), 5, alpha=0.0, return_terms=True)
+    assert torch.isfinite(terms32.ordering)
+    assert terms32.ordering.item() == pytest.approx(terms64.ordering.item(), rel=1e-4, abs=1e-30)
+    terms32.loss.backward()
+    assert torch.isfinite(Z.grad).all()
+    # With the scale term, the loss is the float64 value rounded to float32: inf where it exceeds the range, never NaN.
+    full32, full64 = grw_loss(Z.detach(), 5), grw_loss(Z.detach().double(), 5)
+    assert not torch.isnan(full32)
+    assert full32.item() == pytest.approx(full64.float().item(), rel=1e-4, abs=1e-30)
+
+
+@pytest.mark.parametrize("magnitude,K", [(2e17, 480), (1e19, 8)])
+def test_huge_random_embeddings_give_the_rounded_float64_loss_not_nan(magnitude, K):
+    Z = magnitude * torch.randn(2, 10, K, generator=torch.Generator().manual_seed(0))
+    for alpha in (0.0, 0.5):
+        loss, wide = grw_loss(Z, 5, alpha), grw_loss(Z.double(), 5, alpha).float()
+        assert not torch.isnan(loss)
+        assert loss.item() == pytest.approx(wide.item(), rel=1e-4)  # finite at 2e17, inf (beyond float32) at 1e19
+
+
+def test_negative_alpha_is_refused():
+    for make in (lambda: grw_loss(torch.randn(2, 10, 3), 5, alpha=-10.0), lambda: GRWLoss(5, alpha=-0.1)):
+        with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+            make()
 
 
 def test_trailing_frames_are_dropped_and_windows_are_contiguous():
