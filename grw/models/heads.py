@@ -6,6 +6,7 @@ reads ``LayerNorm(Z)``.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
@@ -16,16 +17,14 @@ __all__ = ["ClassifierOutput", "FrameFeatures", "GRWVideoClassifier", "TemporalT
 
 
 class _Block(nn.Module):
-    """Pre-norm Transformer block; stochastic depth on both residual branches."""
+    """Pre-norm Transformer block: LN → attention, then LN → Linear → GELU → Linear; stochastic depth on both residuals."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float, drop_path: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_dim: int, drop_path: float) -> None:
         super().__init__()
         self.attn_norm = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.mlp = nn.Sequential(
-            nn.LayerNorm(dim), nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim)
-        )
-        self.drop_path = StochasticDepth(drop_path, mode="row")
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+        self.drop_path = StochasticDepth(drop_path, mode="row")  # a fresh draw per call, so per branch
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.attn_norm(x)
@@ -34,7 +33,14 @@ class _Block(nn.Module):
 
 
 class TemporalTransformerHead(nn.Module):
-    """``[B, N, K]`` → ``[B, classes]``: sin-cos positions, ``depth`` pre-norm blocks, LayerNorm, mean over time."""
+    """``[B, N, K]`` → ``[B, classes]``: the GRW authors' released temporal head.
+
+    It computes what ``SimpleViT`` in ``grw_smoothing_models/model/attention.py`` of their repository
+    (github.com/gilgoldm/grw-smoothing) computes, so their weights give their logits: add their sin-cos
+    code (frequencies ``10000 ** -(i / (K/2 - 1))``); ``depth`` pre-norm blocks, stochastic depth (per
+    sample) on both residual branches, no dropout inside; final LayerNorm → mean over time → dropout →
+    linear. ``dropout`` is that last dropout only.
+    """
 
     def __init__(
         self,
@@ -51,7 +57,7 @@ class TemporalTransformerHead(nn.Module):
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
         self.blocks = nn.Sequential(
-            *(_Block(embed_dim, num_heads, mlp_dim or 2 * embed_dim, dropout, stochastic_depth) for _ in range(depth))
+            *(_Block(embed_dim, num_heads, mlp_dim or 2 * embed_dim, stochastic_depth) for _ in range(depth))
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.num_classes = num_classes
@@ -60,7 +66,8 @@ class TemporalTransformerHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, classes]`` of a sequence ``[B, N, K]``."""
-        x = x + sinusoidal_positions(x.shape[1], x.shape[2]).to(x)
+        positions = torch.arange(x.shape[1], device=x.device)
+        x = x + sinusoidal_positions(positions, x.shape[2], endpoint=True).to(x.dtype)
         x = self.norm(self.blocks(x)).mean(dim=1)
         return self.classifier(self.dropout(x))
 
