@@ -1,8 +1,10 @@
-"""Writing results safely and readably: atomic files and folders, aligned text tables."""
+"""Writing results safely and readably: atomic files and folders, checkpoints that never run code, aligned text tables."""
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -11,33 +13,70 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_path", "save_atomic", "text_table", "write_atomic"]
+__all__ = ["UnreadableCheckpoint", "atomic_path", "load_checkpoint", "remove_temporaries", "save_atomic", "text_table",
+           "write_atomic"]
+
+
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint file that is truncated, corrupt, or holds objects other than tensors and plain values."""
+
+
+def _temporary(path: Path, pid: int | str) -> Path:
+    return path.with_name(f".{path.name}.tmp{pid}")
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, previous: str | Path | None = None) -> Iterator[Path]:
     """A temporary sibling of ``path`` to write a file or a folder into; renamed onto ``path`` when the block succeeds.
 
     On an error the temporary is removed and ``path`` is untouched, so nothing ever looks complete
-    that is not. A folder cannot replace a non-empty folder: the rename then raises ``OSError``.
+    that is not. A written file is on disk (fsync) before its name points at it. With ``previous``,
+    the file ``path`` held is kept there. A folder cannot replace a non-empty folder: the rename then
+    raises ``OSError``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    tmp = _temporary(path, os.getpid())
+    _remove(tmp)
     try:
         yield tmp
         if tmp.is_file():
-            with open(tmp, "rb") as written:
-                os.fsync(written.fileno())  # the bytes are on disk before the name points at them
+            _fsync(tmp)
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
+        _fsync(path.parent)  # the renames themselves survive a power cut
     finally:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        _remove(tmp)
 
 
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj)`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+def remove_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries :func:`atomic_path` left beside ``path`` when its process was killed; returns them.
+
+    Call it only where no other process is writing ``path`` (e.g. a run's own output folder at its start).
+    """
+    path = Path(path)
+    stale = [p for p in path.parent.glob(f".{path.name}.tmp*") if p != _temporary(path, os.getpid())]
+    for p in stale:
+        _remove(p)
+    return stale
+
+
+def save_atomic(obj: Any, path: str | Path, *, previous: str | Path | None = None) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (the file it replaces kept as ``previous``, if given)."""
+    with atomic_path(path, previous=previous) as tmp:
         torch.save(obj, tmp)
 
 
@@ -45,6 +84,30 @@ def write_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    """The tensors and plain values saved at ``path``, on the CPU; never runs code a file carries (``weights_only``).
+
+    Raises :class:`UnreadableCheckpoint` (one line saying why) for a truncated or corrupt file, or one
+    that holds other objects, and ``FileNotFoundError`` when there is no file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" not in str(error).lower():
+            raise UnreadableCheckpoint(f"{path} is corrupt ({error})") from error
+        refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+        raise UnreadableCheckpoint(
+            f"{path} holds objects other than tensors and plain values, and loading them could run code, so it was "
+            f"not loaded{f' (it calls for {refused[1]})' if refused else ''}; a checkpoint must be a state dict of tensors"
+        ) from error
+    except (EOFError, RuntimeError, OSError) as error:
+        reason = str(error).split(". ")[0] or type(error).__name__
+        raise UnreadableCheckpoint(f"{path} is truncated or corrupt ({reason})") from error
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:

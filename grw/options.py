@@ -14,12 +14,17 @@ import types
 import typing
 from typing import Any, Literal
 
-__all__ = ["add_options", "from_args", "option", "to_args"]
+__all__ = ["add_options", "from_args", "option", "run_defining", "to_args"]
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, defines_run: bool = True) -> Any:
     """A dataclass field with ``help`` text; ``defines_run=False`` marks a setting a resumed run may change."""
     return dataclasses.field(default=default, metadata={"help": help, "defines_run": defines_run})
+
+
+def run_defining(obj: Any) -> dict[str, Any]:
+    """The fields of the dataclass instance ``obj`` that define a run (all but those declared ``defines_run=False``)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.metadata.get("defines_run", True)}
 
 
 def _flag(name: str) -> str:
@@ -51,7 +56,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = 
     for f in dataclasses.fields(cls):
         kind, optional = _base_type(hints[f.name])
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = None if required else f.default
+        default = argparse.SUPPRESS if required else f.default  # a required option has no default to show
         shown = "" if required else " (default: %(default)s)"
         help_text = f.metadata.get("help", "") + shown
         if kind is bool:

@@ -1,36 +1,124 @@
-"""The main job: execute every notebook with papermill at its default parameters and summarise the results."""
+"""The main job: execute every notebook with papermill (at its default parameters, or those given) and summarise the results.
+
+:func:`check_parameters` is what a notebook's cell after ``parameters`` calls, so that a value of
+the wrong type (``papermill -p T five``) stops the notebook at once with a message naming it.
+"""
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import statistics
 import time
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from grw.io import text_table
 
-__all__ = ["run_notebook", "run_tour", "summary_rows"]
+__all__ = ["NotebookError", "check_parameters", "notebook_parameters", "parse_value", "run_notebook", "run_tour", "summary_rows"]
+
+
+class NotebookError(RuntimeError):
+    """A notebook stopped with an error in one of its cells (the executed notebook shows the traceback)."""
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    """Whether ``value`` is of the type ``expected`` (a class, ``X | None``, ``Literal``, ``list[X]``, ``tuple[X, ...]``, ``dict[K, V]``).
+
+    An int is a float, as in Python's numeric tower; a bool is not an int.
+    """
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if expected is Any:
+        return True
+    if expected is None or expected is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if origin is Literal:
+        return any(type(value) is type(arg) and value == arg for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(map(_matches, value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _type_name(expected: Any) -> str:
+    return expected.__name__ if isinstance(expected, type) else str(expected).replace("typing.", "")
+
+
+def check_parameters(values: Mapping[str, Any], **expected: Any) -> None:
+    """Raise a ``TypeError`` naming the parameter, its type and the value unless each ``values[name]`` is of type ``expected[name]``.
+
+    A notebook calls ``check_parameters(globals(), T=int, lam=float, seeds=list[int], out_dir=str)`` right
+    after its ``parameters`` cell. A type is a class, ``X | None``, ``Literal[...]``, ``list[X]``,
+    ``tuple[X, ...]`` or ``dict[K, V]``; an int passes for a float, a bool does not pass for an int.
+    """
+    for name, kind in expected.items():
+        if name not in values:
+            raise NameError(f"parameter {name} is not defined: expected it in the parameters cell")
+        if not _matches(values[name], kind):
+            value = values[name]
+            raise TypeError(f"parameter {name} must be {_type_name(kind)}, got {value!r} ({type(value).__name__})")
+
+
+def parse_value(text: str) -> Any:
+    """A parameter value from the command line: a Python literal (``5``, ``0.1``, ``True``, ``[0, 1]``), else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def notebook_parameters(notebook: Path) -> list[str]:
+    """The names the ``parameters`` cell of ``notebook`` declares (read by papermill)."""
+    import papermill
+
+    return list(papermill.inspect_notebook(str(notebook)))
 
 
 def run_notebook(notebook: Path, out_dir: Path, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
     """Execute ``notebook`` into ``out_dir/<name>.ipynb`` with ``out_dir`` (and ``parameters``) injected; return its results.json.
 
-    The kernel runs in the notebook's folder, as it does in JupyterLab.
+    The kernel runs in the notebook's folder, as it does in JupyterLab. A parameter the notebook does
+    not declare is refused before it runs (``ValueError``); an error in a cell raises :class:`NotebookError`.
     """
     import papermill
+    from papermill.exceptions import PapermillExecutionError
 
+    declared = notebook_parameters(notebook)
+    unknown = sorted(set(parameters or {}) - set(declared))
+    if unknown:
+        raise ValueError(f"{notebook.name} has no parameter {', '.join(unknown)}; it declares {', '.join(declared)}")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(notebook),
-        str(out_dir / notebook.name),
-        parameters={**(parameters or {}), "out_dir": str(out_dir)},
-        cwd=str(notebook.resolve().parent),
-        kernel_name="python3",
-        progress_bar=False,
-    )
+    executed = out_dir / notebook.name
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(executed),
+            parameters={**(parameters or {}), "out_dir": str(out_dir)},
+            cwd=str(notebook.resolve().parent),
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    except PapermillExecutionError as error:
+        raise NotebookError(f"{notebook.name} stopped in cell [{error.exec_count}]: {error.ename}: {error.evalue} "
+                            f"(the executed notebook, with the traceback: {executed})") from error
     results_file = out_dir / "results.json"
     if not results_file.is_file():
         raise FileNotFoundError(f"{notebook.name} ran but wrote no {results_file}")
@@ -59,16 +147,25 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
     ]
 
 
-def run_tour(notebooks: Path, out: Path) -> dict[str, dict[str, Any]]:
-    """Run every ``*.ipynb`` in ``notebooks`` (sorted) into ``out/<name>/`` and print the summary table."""
+def run_tour(notebooks: Path, out: Path, parameters: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Run every ``*.ipynb`` in ``notebooks`` (sorted) into ``out/<name>/`` and print the summary table.
+
+    Each of ``parameters`` goes to the notebooks that declare it; one that none declares is refused before any runs.
+    """
     paths = sorted(Path(notebooks).glob("*.ipynb"))
     if not paths:
         raise FileNotFoundError(f"no notebooks (*.ipynb) in {notebooks}")
+    declared = {path: notebook_parameters(path) for path in paths}
+    unknown = sorted(set(parameters or {}) - {name for names in declared.values() for name in names})
+    if unknown:
+        raise ValueError(f"no notebook in {notebooks} has a parameter {', '.join(unknown)}")
+    Path(out).mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
     for path in paths:
         started = time.perf_counter()
         print(f"running {path.name} …", flush=True)
-        results[path.stem] = run_notebook(path, Path(out) / path.stem)
+        own = {name: value for name, value in (parameters or {}).items() if name in declared[path]}
+        results[path.stem] = run_notebook(path, Path(out) / path.stem, own)
         print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
     print(f"\nSummary of {len(paths)} notebooks (executed notebooks, figures and results.json under {out}/)")
     print(text_table(("notebook", "measure", "value"), summary_rows(results), align="lll"))

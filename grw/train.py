@@ -8,6 +8,11 @@ One process or many: under ``torchrun`` the entry point joins the process group
 (:func:`init_distributed`) and the engine wraps the model in DDP. ``batch_size`` is the global batch,
 so one process and G processes with the same configuration take the same optimisation steps.
 Per-step losses stay on the device and are read once per ``log_interval`` steps and per epoch.
+
+A run with an ``out_dir`` protects it: it refuses a folder that holds another run unless told to
+continue it (``resume``) or start again (``overwrite``), keeps the checkpoint of the epoch before the
+latest, stores every setting that defines the run and continues only with the same ones. It stops
+with :class:`TrainingStopped` when its loss turns non-finite or most of an epoch's clips are unreadable.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -42,9 +48,9 @@ from grw.contracts import (
     check_model,
     check_output,
 )
-from grw.io import save_atomic, write_atomic
+from grw.io import UnreadableCheckpoint, load_checkpoint, remove_temporaries, save_atomic, write_atomic
 from grw.metrics import topk_correct
-from grw.options import option
+from grw.options import option, run_defining
 
 __all__ = [
     "Batch",
@@ -52,12 +58,15 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "TrainingStopped",
+    "check_out_dir",
     "collate_clips",
     "evaluate",
     "fit",
     "init_distributed",
     "predict",
-    "restore_checkpoint",
+    "resolve_device",
+    "run_settings",
     "save_checkpoint",
     "train_one_epoch",
     "warmup_cosine",
@@ -65,7 +74,16 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"  # the checkpoint of the epoch before the latest
+SET_ASIDE = "checkpoint.set-aside.pt"  # the latest, moved here when a run continues from the previous
 METRICS = "metrics.jsonl"
+RESULTS = "results.json"  # written by the recipes
+RUN_FILES = (CHECKPOINT, PREVIOUS, SET_ASIDE, METRICS, RESULTS)
+SHOWN_UNREADABLE = 5  # unreadable samples named when an epoch is stopped for them
+
+
+class TrainingStopped(RuntimeError):
+    """A run stopped because continuing would train on garbage: a non-finite loss, or mostly unreadable clips."""
 
 
 @dataclass
@@ -74,7 +92,7 @@ class TrainConfig:
 
     epochs: int = option(10, "training epochs", defines_run=False)
     batch_size: int = option(32, "global batch size, split over the processes")
-    lr: float = option(1e-3, "peak learning rate of the head (everything after the backbone)")
+    lr: float = option(1e-3, "peak learning rate of the head (everything after the backbone), > 0")
     backbone_lr: float | None = option(None, "peak learning rate of the backbone; none: the same as --lr")
     min_lr_ratio: float = option(0.01, "the cosine schedule ends at lr × this (paper: 1e-4 → 1e-6)")
     warmup_epochs: float = option(0.0, "epochs of linear learning-rate warm-up")
@@ -88,9 +106,17 @@ class TrainConfig:
     seed: int = option(0, "seed of the weights, the data order and the augmentation")
     device: str = option("cpu", "cpu, cuda (each process takes cuda:LOCAL_RANK) or cuda:N", defines_run=False)
     num_workers: int = option(0, "data-loading processes per training process", defines_run=False)
-    log_interval: int = option(50, "steps between reads of the running loss (each read waits for the device)", defines_run=False)
-    out_dir: str | None = option(None, "folder for checkpoint.pt and metrics.jsonl; none: write nothing", defines_run=False)
-    resume: bool = option(False, "continue from the checkpoint in --out-dir", defines_run=False)
+    log_interval: int = option(50, "steps between reads of the running loss (each read waits for the device; "
+                                   "a non-finite loss stops the run there)", defines_run=False)
+    out_dir: str | None = option(None, "folder for checkpoint.pt (checkpoint.prev.pt: the epoch before) and metrics.jsonl; "
+                                 "none: write nothing", defines_run=False)
+    resume: bool = option(False, "continue the run in --out-dir from its checkpoint (with the same settings)", defines_run=False)
+    resume_previous: bool = option(False, "continue from checkpoint.prev.pt, the epoch before the latest (e.g. when the latest "
+                                          "is damaged); the latest is kept as checkpoint.set-aside.pt", defines_run=False)
+    overwrite: bool = option(False, "start again in an --out-dir that holds a run: its checkpoints, metrics and results "
+                                    "are deleted", defines_run=False)
+    max_unreadable: float = option(0.5, "stop when more than this share of an epoch's training clips is unreadable",
+                                   defines_run=False)
     progress: bool = option(True, "a progress bar per epoch", defines_run=False)
     log_epochs: bool = option(True, "one line of metrics per epoch", defines_run=False)
 
@@ -98,14 +124,21 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.log_interval < 1:
             raise ValueError(f"epochs, batch_size and log_interval must be >= 1, got {self.epochs}, {self.batch_size}, "
                              f"{self.log_interval}")
-        for name in ("lr", "backbone_lr", "min_lr_ratio", "warmup_epochs", "weight_decay", "label_smoothing", "clip_grad_norm"):
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        for name in ("backbone_lr", "min_lr_ratio", "warmup_epochs", "weight_decay", "label_smoothing", "clip_grad_norm"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if not 0 <= self.max_unreadable <= 1:
+            raise ValueError(f"max_unreadable must be a share in [0, 1], got {self.max_unreadable}")
         if self.amp not in ("none", "bf16", "fp16") or self.optimizer not in ("adamw", "rmsprop"):
             raise ValueError(f"amp must be none|bf16|fp16 and optimizer adamw|rmsprop, got {self.amp!r}, {self.optimizer!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.overwrite and (self.resume or self.resume_previous):
+            raise ValueError("--overwrite starts the run in --out-dir again and --resume continues it: pass one of them")
+        _parse_device(self.device)
 
 
 @dataclass
@@ -152,18 +185,34 @@ def init_distributed(device: str) -> None:
 
     On CUDA, each process takes the GPU of its ``LOCAL_RANK``. Called by entry points, not by the engine.
     """
-    if device.startswith("cuda"):
+    if resolve_device(device).type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
 
 
-def _device(name: str) -> torch.device:
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu")
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device(name)
+def _parse_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {name!r}: expected cpu, cuda or cuda:N") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}: expected cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device ``name`` (cpu, cuda or cuda:N) stands for, ``cuda`` being this process's GPU; a ValueError if absent."""
+    device = _parse_device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device; use --device cpu")
+        if device.index is None:
+            return torch.device("cuda", torch.cuda.current_device())
+        if device.index >= count:
+            raise ValueError(f"device {name!r} asked for, but torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -174,7 +223,10 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The states of every random generator, as tensors and plain values (a checkpoint loads them without unpickling code)."""
+    numpy = np.random.get_state(legacy=False)
+    numpy["state"]["key"] = numpy["state"]["key"].tolist()
+    state = {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -182,7 +234,8 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy = state["numpy"]
+    np.random.set_state(numpy | {"state": numpy["state"] | {"key": np.array(numpy["state"]["key"], dtype=np.uint32)}})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -202,7 +255,32 @@ def collate_clips(items: list[Item | None]) -> Batch:
     return Batch(videos, labels, len(items) - len(kept))
 
 
+class _Numbered(Dataset):
+    """``(index, item)`` for every item of ``data``, so that a training batch knows which of its samples were unreadable."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[int, Item | None]:
+        return index, self.data[index]
+
+
+def _collate_numbered(pairs: list[tuple[int, Item | None]]) -> tuple[Batch, list[int]]:
+    """:func:`collate_clips` of the items, and the dataset indices of the unreadable ones."""
+    return collate_clips([item for _, item in pairs]), [index for index, item in pairs if item is None]
+
+
+def _sample_names(data: Dataset, indices: list[int]) -> list[str]:
+    """Where the samples ``indices`` of ``data`` come from: their files (a dataset's ``path(index)``), else their indices."""
+    path = getattr(data, "path", None)
+    return [str(path(i)) if callable(path) else f"sample {i}" for i in indices]
+
+
 def _loader(data: Dataset, batch_size: int, *, train: bool, epoch: int, seed: int, num_workers: int, pin: bool) -> DataLoader:
+    """Batches of ``data`` for this process; training batches come with the indices of their unreadable samples."""
     rank, size = world()
     if train:
         # A DistributedSampler even for one process: its order depends only on (seed, epoch), so
@@ -214,11 +292,11 @@ def _loader(data: Dataset, batch_size: int, *, train: bool, epoch: int, seed: in
     if isinstance(data, EpochAware):
         data.set_epoch(epoch)
     return DataLoader(
-        data,
+        _Numbered(data) if train else data,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_clips,
+        collate_fn=_collate_numbered if train else collate_clips,
         drop_last=train,
         generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
         pin_memory=pin,
@@ -246,7 +324,7 @@ def evaluate(
     model: nn.Module, data: ClipDataset, *, batch_size: int = 32, device: str | torch.device = "cpu", amp: str = "none"
 ) -> dict[str, float]:
     """Top-1, top-5 (%) and mean cross-entropy of ``model`` on ``data``; sums over all processes under DDP."""
-    device = _device(device) if isinstance(device, str) else device
+    device = resolve_device(device) if isinstance(device, str) else device
     was_training = model.training
     model.eval()
     totals = torch.zeros(5, dtype=torch.float64, device=device)  # n, top1, top5, loss sum, skipped
@@ -334,7 +412,7 @@ class Trainer:
         if not math.isfinite(lam) or lam < 0:
             raise ValueError(f"lam must be a finite number >= 0, got {lam}")
         self.cfg, self.regularizer, self.lam = cfg, regularizer, lam
-        self.device = device or _device(cfg.device)
+        self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
         if isinstance(regularizer, nn.Module):
             regularizer.to(self.device)
@@ -398,56 +476,152 @@ class Trainer:
 # --------------------------------------------------------------------------------------------
 
 
+def _describe_settings(trainer: Trainer) -> str:
+    settings = run_defining(trainer.cfg) | {"lam": trainer.lam, "regularizer": trainer.regularizer}
+    return ", ".join(f"{name}={value}" for name, value in settings.items())
+
+
+def _stop_unless_finite(loss: float, trainer: Trainer, epoch: int, checked: int, step: int) -> None:
+    """Stop the run if the running loss of ``epoch`` (from 0), finite at step ``checked`` and read at ``step``, is not finite."""
+    if not math.isfinite(loss):
+        raise TrainingStopped(
+            f"the training loss became {loss} in epoch {epoch + 1}, after step {checked} and by step {step} (it is read "
+            f"every --log-interval {trainer.cfg.log_interval} steps); settings: {_describe_settings(trainer)}; "
+            "a lower --lr or a --clip-grad-norm may help")
+
+
 def train_one_epoch(trainer: Trainer, data: ClipDataset, epoch: int) -> dict[str, Any]:
-    """Train one epoch; returns its mean loss, cross-entropy and regularizer, skipped samples and last learning rate."""
+    """Train one epoch; returns its mean loss, cross-entropy and regularizer, skipped samples and last learning rate.
+
+    Raises :class:`TrainingStopped` when the running loss (read every ``log_interval`` steps and at the
+    end) is not finite, or when more than ``max_unreadable`` of the epoch's training clips were unreadable.
+    """
     cfg, device = trainer.cfg, trainer.device
     rank, size = world()
     trainer.net.train()
     loader = _loader(data, cfg.batch_size // size, train=True, epoch=epoch, seed=cfg.seed, num_workers=cfg.num_workers,
                      pin=device.type == "cuda")
-    sums = torch.zeros(5, dtype=torch.float64, device=device)  # batches, loss, ce, regularizer, skipped
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # batches, loss, ce, regularizer
+    clips, unreadable = 0, []  # this process's samples, and the indices of its unreadable ones
+    checked = 0  # the step at which the running loss was last read
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or rank != 0, leave=False)
-    for i, (videos, labels, skipped) in enumerate(bar):
-        sums[4] += skipped
+    for step, ((videos, labels, skipped), failed) in enumerate(bar, start=1):
+        clips += len(labels) + skipped
+        unreadable += failed
         if videos is None:  # every sample of this batch was unreadable
             if size > 1:  # the other processes wait for this one's gradients: stop rather than hang
-                raise RuntimeError(f"every video of a training batch on rank {rank} was unreadable: "
-                                   "find them with `python -m grw kinetics check ROOT` and remove them")
+                raise TrainingStopped(f"every video of a training batch on rank {rank} was unreadable: "
+                                      "find them with `python -m grw kinetics check ROOT` and remove them")
             continue
         videos, labels = videos.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        sums[:4] += torch.cat([torch.ones(1, device=device), trainer.step(videos, labels)]).double()
-        if (i + 1) % cfg.log_interval == 0 and not bar.disable:
-            bar.set_postfix(loss=f"{(sums[1] / sums[0]).item():.3f}")  # the one host sync of an interval
-    batches, loss, ce, smooth, skipped = _all_reduce(sums).tolist()
+        sums += torch.cat([torch.ones(1, device=device), trainer.step(videos, labels)]).double()
+        if step % cfg.log_interval == 0:
+            running = (sums[1] / sums[0]).item()  # the one host sync of an interval
+            _stop_unless_finite(running, trainer, epoch, checked, step)
+            checked = step
+            bar.set_postfix(loss=f"{running:.3f}")
+    counts = torch.tensor([clips, len(unreadable)], dtype=torch.float64, device=device)
+    batches, loss, ce, smooth, clips, skipped = _all_reduce(torch.cat([sums, counts])).tolist()
+    if skipped > cfg.max_unreadable * clips:
+        shown = ", ".join(_sample_names(data, unreadable[:SHOWN_UNREADABLE])) or "on the other processes"
+        raise TrainingStopped(
+            f"{skipped:.0f} of the {clips:.0f} training clips of epoch {epoch + 1} were unreadable, more than "
+            f"--max-unreadable {cfg.max_unreadable:g} of them (the first: {shown}); "
+            "find them all with `python -m grw kinetics check ROOT`")
+    _stop_unless_finite(loss, trainer, epoch, checked, len(loader))
     batches = max(batches, 1.0)
     return {"epoch": epoch + 1, "train_loss": loss / batches, "train_ce": ce / batches, "train_grw": smooth / batches,
             "skipped": int(skipped), "lr": trainer.schedule.get_last_lr()[-1]}
 
 
-def _run_settings(cfg: TrainConfig, trainer: Trainer) -> dict[str, Any]:
-    """The settings a resumed run must share with the checkpoint: the run-defining config fields and the loss."""
-    settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.metadata["defines_run"]}
-    return settings | {"lam": trainer.lam, "regularizer": repr(trainer.regularizer)}
+def run_settings(
+    cfg: TrainConfig, regularizer: Regularizer | None, lam: float, specs: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every setting that makes a run what it is, by role: ``config``, ``loss`` and each of ``specs``.
+
+    ``specs`` are dataclasses of :func:`grw.options.option` fields (a recipe's data, model and
+    smoothing); fields declared ``defines_run=False`` (display, paths, length) are left out.
+    """
+    return {"config": run_defining(cfg), "loss": {"lam": lam, "regularizer": repr(regularizer)},
+            **{role: run_defining(spec) for role, spec in (specs or {}).items()}}
 
 
-def save_checkpoint(out_dir: Path, trainer: Trainer, history: list[dict[str, Any]]) -> None:
-    """Write ``checkpoint.pt`` (the trainer's whole state after ``history[-1]``) and ``metrics.jsonl``, each atomically."""
-    state = {"epoch": len(history), "config": dataclasses.asdict(trainer.cfg), "settings": _run_settings(trainer.cfg, trainer),
-             "history": history, **trainer.state_dict()}
-    save_atomic(state, out_dir / CHECKPOINT)
+def _changed_settings(saved: dict[str, dict[str, Any]], now: dict[str, dict[str, Any]]) -> list[str]:
+    """``role.name (value there, value now)`` for every setting of ``now`` or ``saved`` whose value differs."""
+    there, here = ({f"{role}.{name}": value for role, values in settings.items() for name, value in values.items()}
+                   for settings in (saved, now))
+    shown = lambda values, name: repr(values[name]) if name in values else "unset"  # noqa: E731
+    names = [*here, *(name for name in there if name not in here)]
+    return [f"{name} ({shown(there, name)} there, {shown(here, name)} now)"
+            for name in names if name not in there or name not in here or there[name] != here[name]]
+
+
+def check_out_dir(cfg: TrainConfig) -> None:
+    """Refuse an ``out_dir`` that holds a run's checkpoint unless ``cfg`` continues it (resume) or starts it again (overwrite)."""
+    if cfg.out_dir is None or cfg.resume or cfg.resume_previous or cfg.overwrite:
+        return
+    found = next((name for name in (CHECKPOINT, PREVIOUS) if (Path(cfg.out_dir) / name).exists()), None)
+    if found is not None:
+        raise ValueError(f"{cfg.out_dir} holds the checkpoint of a run ({found}): pass --resume to continue it, or "
+                         "--overwrite to start again (its checkpoints, metrics and results are deleted)")
+
+
+def _previous_advice(previous: Path) -> str:
+    """What to do when the latest checkpoint cannot be used: continue from ``previous`` if it is readable, else start again."""
+    if not previous.is_file():
+        return "there is no previous checkpoint: pass --overwrite to start again"
+    try:
+        epoch = load_checkpoint(previous)["epoch"]
+    except (UnreadableCheckpoint, KeyError, TypeError) as error:
+        return f"the previous checkpoint cannot be used either ({error}): pass --overwrite to start again"
+    return f"the previous checkpoint {previous} (after epoch {epoch}) is readable: pass --resume-previous to continue from it"
+
+
+def _resume_state(cfg: TrainConfig, settings: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The checkpoint state (on the CPU) this run continues from, ``None`` to start afresh; refuses a run it cannot start."""
+    check_out_dir(cfg)
+    if cfg.out_dir is None or not (cfg.resume or cfg.resume_previous):
+        return None
+    latest, previous = Path(cfg.out_dir) / CHECKPOINT, Path(cfg.out_dir) / PREVIOUS
+    path = previous if cfg.resume_previous else latest
+    if cfg.resume_previous and not previous.is_file():
+        raise FileNotFoundError(f"cannot continue from the previous checkpoint: there is no {previous}")
+    if not path.is_file():
+        if previous.is_file():  # stopped between the two renames of a save
+            raise UnreadableCheckpoint(f"cannot resume: there is no {latest}; {_previous_advice(previous)}")
+        return None  # nothing to continue yet: the run starts
+    try:
+        state = load_checkpoint(path)
+    except UnreadableCheckpoint as error:
+        advice = "" if path == previous else f"; {_previous_advice(previous)}"
+        raise UnreadableCheckpoint(f"cannot resume: {error}{advice}") from error
+    if not (isinstance(state, dict) and "settings" in state and "history" in state):
+        raise UnreadableCheckpoint(f"cannot resume: {path} is not a checkpoint of this engine (no settings or history)")
+    changed = _changed_settings(state["settings"], settings)
+    if changed:
+        raise ValueError(f"cannot resume: {path} was trained with other settings: {', '.join(changed)}; "
+                         "pass --overwrite to start again with these")
+    return state
+
+
+def _claim_out_dir(out_dir: Path, cfg: TrainConfig) -> None:
+    """Make ``out_dir`` this run's before its first epoch: no stale temporaries, nothing left of a run it replaces."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        remove_temporaries(out_dir / name)
+    if cfg.overwrite:
+        for name in RUN_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+    elif cfg.resume_previous and (out_dir / CHECKPOINT).exists():
+        os.replace(out_dir / CHECKPOINT, out_dir / SET_ASIDE)  # kept, not lost; the next save must not make it "previous"
+
+
+def save_checkpoint(out_dir: Path, trainer: Trainer, history: list[dict[str, Any]], settings: dict[str, dict[str, Any]]) -> None:
+    """Write ``checkpoint.pt`` (the whole state after ``history[-1]``; the one it replaces becomes ``checkpoint.prev.pt``) and ``metrics.jsonl``."""
+    state = {"epoch": len(history), "config": dataclasses.asdict(trainer.cfg), "settings": settings, "history": history,
+             **trainer.state_dict()}
+    save_atomic(state, out_dir / CHECKPOINT, previous=out_dir / PREVIOUS)
     write_atomic(out_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
-
-
-def restore_checkpoint(out_dir: Path, trainer: Trainer) -> list[dict[str, Any]]:
-    """Load the trainer's state from ``out_dir/checkpoint.pt``; returns the history so far (refuses other settings)."""
-    state = torch.load(out_dir / CHECKPOINT, map_location=trainer.device, weights_only=False)
-    saved, now = state["settings"], _run_settings(trainer.cfg, trainer)
-    differ = [name for name in now if saved.get(name) != now[name]]
-    if differ:
-        raise ValueError("cannot resume: the checkpoint was trained with other settings for " + ", ".join(
-            f"{name} ({saved.get(name)!r} there, {now[name]!r} now)" for name in differ))
-    trainer.load_state_dict(state)
-    return state["history"]
 
 
 def describe_epoch(record: dict[str, Any], epochs: int) -> str:
@@ -468,14 +642,20 @@ def fit(
     *,
     regularizer: Regularizer | None = None,
     lam: float = 1.0,
+    specs: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_data`` with ``CE + lam · regularizer(Z)`` and evaluate on ``val_data`` after every epoch.
 
     ``regularizer=None`` trains the baseline. With ``cfg.out_dir`` set, every epoch ends with an atomic
-    checkpoint and ``metrics.jsonl``; ``cfg.resume`` continues from the checkpoint there, exactly.
+    checkpoint and ``metrics.jsonl``; ``cfg.resume`` continues from the checkpoint there, exactly, and a
+    folder that holds a run needs it or ``cfg.overwrite`` (:func:`check_out_dir`).
+    ``specs`` (a recipe's data, model and smoothing dataclasses) define the run too: they are saved in
+    every checkpoint and a resumed run must have the same (see :func:`run_settings`).
     """
     started = time.perf_counter()
     rank, size = world()
+    settings = run_settings(cfg, regularizer, lam, specs)
+    state = _resume_state(cfg, settings)  # before any data is read
     first = check_dataset(train_data, "training")
     if val_data is not None:
         check_dataset(val_data, "validation")
@@ -488,9 +668,13 @@ def fit(
     trainer = Trainer(model, cfg, steps_per_epoch=len(train_data) // cfg.batch_size, regularizer=regularizer, lam=lam)
     _check_first_item(trainer, train_data, first)
 
+    history: list[dict[str, Any]] = []
+    if state is not None:
+        trainer.load_state_dict(state)
+        history = state["history"]
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
-    resuming = cfg.resume and out_dir is not None and (out_dir / CHECKPOINT).exists()
-    history = restore_checkpoint(out_dir, trainer) if resuming else []  # type: ignore[arg-type]
+    if out_dir is not None and rank == 0:
+        _claim_out_dir(out_dir, cfg)
     for epoch in range(len(history), cfg.epochs):
         epoch_started = time.perf_counter()
         record = train_one_epoch(trainer, train_data, epoch)
@@ -504,7 +688,7 @@ def fit(
         if cfg.log_epochs and rank == 0:
             tqdm.write(describe_epoch(record, cfg.epochs))
         if out_dir is not None and rank == 0:
-            save_checkpoint(out_dir, trainer, history)
+            save_checkpoint(out_dir, trainer, history, settings)
     ema = trainer.ema.module if trainer.ema is not None else None
     return TrainResult(history, trainer.model, ema, time.perf_counter() - started, cfg)
 

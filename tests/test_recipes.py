@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from grw.__main__ import build_parser, main
+from grw.io import UnreadableCheckpoint
 from grw.loss import grw_loss
 from grw.options import add_options, from_args, to_args
 from grw.recipes import Smoothing, get_recipe, torchrun_command
@@ -57,28 +58,49 @@ def test_every_option_has_help_text_and_shows_its_default(recipe, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--lam", "nan"], "lam must be >= 0"),
-        (["--lr", "-1"], "lr must be a finite number >= 0"),
+        (["--lam", "nan"], "lam must be a finite number >= 0, got nan"),
+        (["--lam", "inf"], "lam must be a finite number >= 0, got inf"),
+        (["--alpha", "nan"], "alpha must be a finite number >= 0"),
+        (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
+        (["--lr", "0"], "lr must be a finite number > 0, got 0.0"),
         (["--T", "2"], "T must be an integer >= 3"),
         (["--model", "a9"], "unknown MoViNet 'a9'"),
+        (["--frames", "4"], "--frames 4 is fewer than one GRW window of --T 5 frames"),
+        (["--device", "foo"], "unknown device 'foo': expected cpu, cuda or cuda:N"),
+        (["--device", "cuda:99"], "torch sees"),
+        (["--resume", "--overwrite"], "--overwrite starts the run in --out-dir again and --resume continues it"),
+        (["--frames", "4", "--lam", "0"], "no train split at"),  # the baseline needs no window: the data is read
     ],
 )
-def test_bad_settings_are_refused_with_a_message(argv, message, tmp_path):
-    with pytest.raises(SystemExit, match=message):
-        main(["train", "kinetics", "--data-root", str(tmp_path), *argv])
+def test_bad_settings_are_refused_before_any_data_is_read(argv, message, tmp_path):
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "kinetics", "--data-root", str(tmp_path / "data"), *argv])
+    assert str(refused.value.code).startswith("error: ") and message in str(refused.value.code)
 
 
 def test_airplanes_recipe_trains_from_the_command_line(tmp_path):
     out = tmp_path / "run"
-    main(["train", "airplanes", "--data-root", str(tmp_path / "data"), "--n-train", "40", "--n-test", "9", "--frames", "6",
-          "--size", "16", "--val-fraction", "0.25", "--embed-dim", "8", "--width", "4", "--head-heads", "2", "--T", "3",
-          "--epochs", "2", "--batch-size", "10", "--no-progress", "--out-dir", str(out)])
+    argv = ["train", "airplanes", "--data-root", str(tmp_path / "data"), "--n-train", "40", "--n-test", "9", "--frames", "6",
+            "--size", "16", "--val-fraction", "0.25", "--embed-dim", "8", "--width", "4", "--head-heads", "2", "--T", "3",
+            "--epochs", "2", "--batch-size", "10", "--no-progress", "--out-dir", str(out)]
+    main(argv)
     results = json.loads((out / "results.json").read_text())
     assert results["smoothing"] == {"lam": 0.1, "alpha": 0.5, "T": 3, "max_perms": 1000}
     assert results["data"]["n_train"] == 40 and results["test"]["n"] == 9 and results["history"][0]["val_n"] == 10
     assert [h["epoch"] for h in results["history"]] == [1, 2] and results["history"][0]["train_grw"] > 0
     assert results["top1"] == results["history"][-1]["val_top1"] and results["classes"] == ["yaw", "pitch", "roll"]
     assert (out / "checkpoint.pt").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+    # the finished run is neither overwritten by accident nor continued with other data
+    with pytest.raises(SystemExit, match="holds the checkpoint of a run .*: pass --resume to continue it, or --overwrite"):
+        main(argv)
+    assert json.loads((out / "results.json").read_text()) == results
+    with pytest.raises(SystemExit, match=r"other settings: data.frames \(6 there, 5 now\)"):
+        main([*argv, "--resume", "--epochs", "3", "--frames", "5"])
+    main([*argv, "--overwrite", "--frames", "5", "--epochs", "1"])
+    again = json.loads((out / "results.json").read_text())
+    assert again["data"]["frames"] == 5 and [h["epoch"] for h in again["history"]] == [1]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["settings"]["data"]["frames"] == 5
 
 
 def test_the_baseline_has_no_regularizer():
@@ -115,3 +137,28 @@ def test_kinetics_model_loads_published_weights_and_every_parameter_trains(tmp_p
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
     with pytest.raises(ValueError, match="classifies 5 classes but the data has 7"):
         build_model(KineticsModel(init_checkpoint=str(tmp_path / "checkpoint.pt"), embed_dim=32), 7)
+
+
+class Marker:
+    """Unpickling it creates a file: a checkpoint that runs code when loaded."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_an_init_checkpoint_that_runs_code_or_is_not_weights_is_refused(tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"model": {}, "config": {}, "hook": Marker(marker)}, tmp_path / "download.pt")
+    with pytest.raises(UnreadableCheckpoint, match="download.pt holds objects other than tensors .* could run code"):
+        build_model(KineticsModel(init_checkpoint=str(tmp_path / "download.pt")), 5)
+    assert not marker.exists()
+    torch.save({"conv.weight": torch.ones(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other.pt has no MoViNet classifier weights \(classifier.3.\*.weight\): expected a "
+                                         "MoViNet-pytorch state dict or a checkpoint.pt of this engine"):
+        build_model(KineticsModel(init_checkpoint=str(tmp_path / "other.pt")), 5)
+    torch.save(torch.ones(3), tmp_path / "tensor.pt")
+    with pytest.raises(ValueError, match="tensor.pt holds a Tensor: expected a MoViNet-pytorch state dict"):
+        build_model(KineticsModel(init_checkpoint=str(tmp_path / "tensor.pt")), 5)

@@ -1,19 +1,23 @@
-"""The training loop: one process vs DDP, exact resume, schedules, parameter groups, atomic writes."""
+"""The training loop: one process vs DDP, exact resume, protected output folders, stops, schedules, parameter groups."""
 
 import json
 import os
+import re
 import socket
 import sys
+from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from grw import GRWLoss
+from grw.io import UnreadableCheckpoint
 from grw.models import GRWVideoClassifier, TemporalTransformerHead
-from grw.train import TrainConfig, evaluate, fit, init_distributed, warmup_cosine
+from grw.options import option
+from grw.train import TrainConfig, TrainingStopped, evaluate, fit, init_distributed, resolve_device, warmup_cosine
 
 
 class ToyClips(Dataset):
@@ -121,17 +125,163 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path):
     assert len(open(f"{run_dir}/metrics.jsonl").readlines()) == 3
 
 
+@dataclass
+class ClipSpec:
+    """A recipe's data spec in miniature: one setting that defines the run, one that does not."""
+
+    frames: int = option(10, "frames per clip")
+    data_root: str = option("data", "where the clips are", defines_run=False)
+
+
 def test_resume_refuses_other_settings_but_not_other_display_or_length(tmp_path):
-    fit(toy_model(), ToyClips(), None, TrainConfig(**dict(CONFIG, epochs=1), out_dir=str(tmp_path)), **GRW)
-    with pytest.raises(ValueError, match=r"other settings for lam \(0.1 there, 0.5 now\)"):
-        fit(toy_model(), ToyClips(), None, TrainConfig(**CONFIG, out_dir=str(tmp_path), resume=True),
-            regularizer=GRWLoss(T=5), lam=0.5)
-    with pytest.raises(ValueError, match="other settings for lr .*regularizer"):
+    spec = ClipSpec()
+    fit(toy_model(), ToyClips(), None, TrainConfig(**dict(CONFIG, epochs=1), out_dir=str(tmp_path)), **GRW,
+        specs={"data": spec})
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["settings"]
+    assert saved["data"] == {"frames": 10} and saved["loss"]["lam"] == 0.1 and "log_epochs" not in saved["config"]
+    resume = TrainConfig(**CONFIG, out_dir=str(tmp_path), resume=True)
+    with pytest.raises(ValueError, match=r"other settings: loss.lam \(0.1 there, 0.5 now\); pass --overwrite"):
+        fit(toy_model(), ToyClips(), None, resume, regularizer=GRWLoss(T=5), lam=0.5, specs={"data": spec})
+    with pytest.raises(ValueError, match=r"data.frames \(10 there, 8 now\)"):
+        fit(toy_model(), ToyClips(), None, resume, **GRW, specs={"data": ClipSpec(frames=8)})
+    with pytest.raises(ValueError, match=r"config.lr \(0.003 there, 0.01 now\), loss.regularizer .*data.frames \(10 there, unset now\)"):
         fit(toy_model(), ToyClips(), None, TrainConfig(**dict(CONFIG, lr=1e-2), out_dir=str(tmp_path), resume=True),
             regularizer=GRWLoss(T=4), lam=0.1)
+    elsewhere = ClipSpec(data_root="/scratch/data")  # not a setting of the run: the data moved
     resumed = fit(toy_model(), ToyClips(), None,
-                  TrainConfig(**dict(CONFIG, log_epochs=False, log_interval=3), out_dir=str(tmp_path), resume=True), **GRW)
+                  TrainConfig(**dict(CONFIG, log_epochs=False, log_interval=3, max_unreadable=0.9), out_dir=str(tmp_path),
+                              resume=True), **GRW, specs={"data": elsewhere})
     assert [h["epoch"] for h in resumed.history] == [1, 2]
+
+
+class Marker:
+    """Unpickling it creates a file: a checkpoint that runs code when loaded."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_checkpoint_that_runs_code_is_refused_on_resume_and_nothing_runs(tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"epoch": 1, "settings": {}, "history": [], "payload": Marker(marker)}, tmp_path / "checkpoint.pt")
+    with pytest.raises(UnreadableCheckpoint, match="could run code"):
+        fit(toy_model(), ToyClips(), None, TrainConfig(**CONFIG, out_dir=str(tmp_path), resume=True), **GRW)
+    assert not marker.exists()
+
+
+def test_an_out_dir_holding_a_run_needs_resume_or_overwrite(tmp_path):
+    cfg = dict(CONFIG, epochs=1)
+    first = fit(toy_model(), ToyClips(), None, TrainConfig(**cfg, out_dir=str(tmp_path)), **GRW)
+    (tmp_path / "results.json").write_text("{}")  # what a recipe writes at the end
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match=r"holds the checkpoint of a run \(checkpoint.pt\): pass --resume to continue it, "
+                                         r"or --overwrite to start again"):
+        fit(toy_model(), ToyClips(), None, TrainConfig(**cfg, out_dir=str(tmp_path), seed=1), **GRW)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == written
+    with pytest.raises(ValueError, match="pass one of them"):
+        TrainConfig(resume=True, overwrite=True)
+
+    again = fit(toy_model(), ToyClips(), None, TrainConfig(**cfg, out_dir=str(tmp_path), seed=1, overwrite=True), **GRW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "metrics.jsonl"]  # nothing of the old run
+    assert again.history[0]["train_loss"] != first.history[0]["train_loss"]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["config"]["seed"] == 1
+
+
+def test_the_previous_checkpoint_is_kept_and_a_damaged_latest_is_one_clear_line(tmp_path):
+    cfg = dict(CONFIG, epochs=3, ema_decay=0.9)
+    whole = fit(toy_model(), ToyClips(), None, TrainConfig(**cfg), **GRW)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        fit(toy_model(), ToyClips(interrupt_at_epoch=2), None, TrainConfig(**cfg, out_dir=str(run_dir)), **GRW)
+    latest, previous = run_dir / "checkpoint.pt", run_dir / "checkpoint.prev.pt"
+    assert torch.load(latest, weights_only=True)["epoch"] == 2 and torch.load(previous, weights_only=True)["epoch"] == 1
+
+    latest.write_bytes(latest.read_bytes()[:5000])  # a disk that filled up, a copy that stopped
+    stale = run_dir / ".checkpoint.pt.tmp99999999"  # what a save killed half-way leaves behind
+    stale.write_bytes(b"half")
+    with pytest.raises(UnreadableCheckpoint) as refused:
+        fit(toy_model(), ToyClips(), None, TrainConfig(**cfg, out_dir=str(run_dir), resume=True), **GRW)
+    message = str(refused.value)
+    assert "\n" not in message and f"{latest} is truncated or corrupt" in message
+    assert f"the previous checkpoint {previous} (after epoch 1) is readable: pass --resume-previous" in message
+
+    resumed = fit(toy_model(seed=5), ToyClips(), None, TrainConfig(**cfg, out_dir=str(run_dir), resume_previous=True), **GRW)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+    assert not stale.exists()
+    assert (run_dir / "checkpoint.set-aside.pt").stat().st_size == 5000  # the damaged file is kept, not lost
+    assert torch.load(previous, weights_only=True)["epoch"] == 2 and torch.load(latest, weights_only=True)["epoch"] == 3
+
+    latest.unlink()
+    previous.write_bytes(b"")
+    with pytest.raises(UnreadableCheckpoint, match=r"there is no .*checkpoint.pt; the previous checkpoint cannot be used "
+                                                   r"either .*: pass --overwrite to start again"):
+        fit(toy_model(), ToyClips(), None, TrainConfig(**cfg, out_dir=str(run_dir), resume=True), **GRW)
+
+
+class Unreadable(ToyClips):
+    """Clips of which only every ``keep``-th can be read (``keep=0``: none), each from its own file."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__()
+        self.keep = keep
+
+    def __getitem__(self, i: int):
+        return super().__getitem__(i) if self.keep and i % self.keep == 0 else None
+
+    def path(self, i: int) -> str:
+        return f"videos/clip{i:02d}.mp4"
+
+
+def test_an_epoch_of_mostly_unreadable_clips_stops_the_run(tmp_path):
+    with pytest.raises(TrainingStopped) as stopped:
+        fit(toy_model(), Unreadable(keep=4), None, TrainConfig(**CONFIG, out_dir=str(tmp_path)), **GRW)
+    message = str(stopped.value)
+    assert message.startswith("36 of the 48 training clips of epoch 1 were unreadable, more than --max-unreadable 0.5")
+    named = re.findall(r"videos/clip(\d\d).mp4", message)
+    assert len(named) == 5 and all(int(i) % 4 for i in named)
+    assert not (tmp_path / "checkpoint.pt").exists()  # the epoch did not count
+
+    with pytest.raises(TrainingStopped, match="48 of the 48 training clips"):
+        fit(toy_model(), Unreadable(keep=0), None, TrainConfig(**CONFIG), **GRW)
+    kept = fit(toy_model(), Unreadable(keep=4), None, TrainConfig(**CONFIG, max_unreadable=0.8), **GRW)
+    assert [h["skipped"] for h in kept.history] == [36, 36]
+
+
+def test_a_non_finite_loss_stops_the_run_at_the_next_log_interval(tmp_path):
+    data = ToyClips()
+    data.x[13] = float("nan")
+    sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True)
+    step = list(sampler).index(13) // 8 + 1  # the step of epoch 1 that meets the NaN clip
+    read = -(-step // 2) * 2  # the running loss is read every 2 steps
+    cfg = TrainConfig(**dict(CONFIG, log_interval=2), out_dir=str(tmp_path))
+    with pytest.raises(TrainingStopped) as stopped:
+        fit(toy_model(), data, None, cfg, **GRW)
+    message = str(stopped.value)
+    assert message.startswith(f"the training loss became nan in epoch 1, after step {read - 2} and by step {read}")
+    assert "lr=0.003, backbone_lr=0.001" in message and "lam=0.1, regularizer=GRWLoss(T=5" in message
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_settings_that_cannot_train_are_refused():
+    for settings, message in [
+        (dict(lr=0.0), "lr must be a finite number > 0, got 0.0"),
+        (dict(lr=-1.0), "lr must be a finite number > 0"),
+        (dict(lr=float("nan")), "lr must be a finite number > 0"),
+        (dict(device="foo"), "unknown device 'foo': expected cpu, cuda or cuda:N"),
+        (dict(device="meta"), "unsupported device 'meta'"),
+        (dict(max_unreadable=1.5), "max_unreadable must be a share in"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            TrainConfig(**settings)
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA device; use --device cpu"):
+            resolve_device("cuda:0")
 
 
 def test_grw_term_is_trained_only_with_a_regularizer():
@@ -179,7 +329,8 @@ def test_class_count_mismatch_is_a_clear_error():
         fit(model, ToyClips(), None, TrainConfig(**CONFIG))
 
 
-def test_running_losses_are_read_once_per_log_interval(monkeypatch):
+@pytest.mark.parametrize("progress", [True, False])
+def test_running_losses_are_read_once_per_log_interval(monkeypatch, progress):
     reads = []  # host reads of a tensor by grw's own code (the optimizer's CPU step counters are not device reads)
     original = torch.Tensor.item
 
@@ -190,8 +341,8 @@ def test_running_losses_are_read_once_per_log_interval(monkeypatch):
 
     monkeypatch.setattr(torch.Tensor, "item", item)
     data = ToyClips()  # 48 clips, batch 4: 12 steps per epoch
-    fit(toy_model(), data, None, TrainConfig(**dict(CONFIG, epochs=1, batch_size=4, progress=True, log_interval=4)), **GRW)
-    assert len(reads) == 12 // 4
+    fit(toy_model(), data, None, TrainConfig(**dict(CONFIG, epochs=1, batch_size=4, progress=progress, log_interval=4)), **GRW)
+    assert len(reads) == 12 // 4  # with or without a bar: the reads also check that the loss is finite
 
 
 def test_contract_violations_are_refused_before_any_work(tmp_path):

@@ -7,7 +7,9 @@ them. Every recipe has the same command line, made from those dataclasses::
     python -m grw train kinetics --data-root /data/k600 --frames 50 --lam 0.1 --out-dir runs/k600
     torchrun --nproc_per_node=8 -m grw train kinetics ...          # the same run, 8 processes
 
-and the same notebook call, :func:`launch`, which runs in the kernel or starts ``torchrun``.
+and the same notebook call, :func:`launch`, which runs in the kernel or starts ``torchrun``. A recipe's
+``run`` calls :func:`check_run` before it reads any data and passes its specs to :func:`grw.train.fit`,
+which saves them in every checkpoint and resumes only a run with the same.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,9 +29,10 @@ from typing import Any, NamedTuple
 from grw.io import write_atomic
 from grw.loss import GRWLoss
 from grw.options import add_options, from_args, option, to_args
-from grw.train import TrainConfig, TrainResult, init_distributed, world
+from grw.train import RESULTS, TrainConfig, TrainResult, check_out_dir, init_distributed, world
 
-__all__ = ["RECIPES", "Recipe", "Run", "Smoothing", "add_train_command", "get_recipe", "launch", "summarize", "torchrun_command"]
+__all__ = ["RECIPES", "Recipe", "Run", "Smoothing", "add_train_command", "check_run", "get_recipe", "launch", "summarize",
+           "torchrun_command"]
 
 RECIPES = ("airplanes", "kinetics")
 
@@ -43,8 +47,8 @@ class Smoothing:
     max_perms: int = option(1000, "orderings scored per window when T > 7 (a random sample)")
 
     def __post_init__(self) -> None:
-        if not self.lam >= 0:  # also refuses NaN
-            raise ValueError(f"lam must be >= 0, got {self.lam}")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
         GRWLoss(self.T, self.alpha, self.max_perms)  # the loss checks its own settings
 
     def regularizer(self) -> GRWLoss | None:
@@ -77,6 +81,14 @@ def get_recipe(name: str) -> Recipe:
     return importlib.import_module(f"grw.recipes.{name}").RECIPE
 
 
+def check_run(data: Any, smoothing: Smoothing, cfg: TrainConfig) -> None:
+    """What can be refused before any data is read: a clip shorter than one GRW window, an ``--out-dir`` holding another run."""
+    if smoothing.lam > 0 and data.frames < smoothing.T:
+        raise ValueError(f"--frames {data.frames} is fewer than one GRW window of --T {smoothing.T} frames: "
+                         "use more frames, a smaller T, or --lam 0 (the baseline)")
+    check_out_dir(cfg)
+
+
 def summarize(data: Any, model: Any, smoothing: Smoothing, cfg: TrainConfig, result: TrainResult, **extra: Any) -> dict[str, Any]:
     """The ``results.json`` of a run: its settings, final validation scores, history, ``extra``; written to ``cfg.out_dir`` on rank 0."""
     final = result.history[-1]
@@ -93,7 +105,7 @@ def summarize(data: Any, model: Any, smoothing: Smoothing, cfg: TrainConfig, res
         "seconds": result.seconds,
     }
     if cfg.out_dir and world()[0] == 0:
-        write_atomic(Path(cfg.out_dir) / "results.json", json.dumps(summary, indent=2) + "\n")
+        write_atomic(Path(cfg.out_dir) / RESULTS, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -161,4 +173,4 @@ def launch(
             print(line, end="", flush=True)
     if job.returncode:
         raise subprocess.CalledProcessError(job.returncode, command)
-    return json.loads((Path(cfg.out_dir) / "results.json").read_text())
+    return json.loads((Path(cfg.out_dir) / RESULTS).read_text())

@@ -13,7 +13,7 @@ from grw.models import GRWVideoClassifier, TemporalTransformerHead
 from grw.models.encoders import CausalVideoEncoder
 from grw.options import option
 from grw.paths import project_path
-from grw.recipes import Recipe, Run, Smoothing, summarize
+from grw.recipes import Recipe, Run, Smoothing, check_run, summarize
 from grw.train import TrainConfig, evaluate, fit, seed_everything
 
 __all__ = ["RECIPE", "AirplanesData", "AirplanesModel", "build_model", "load_data", "run"]
@@ -23,7 +23,8 @@ __all__ = ["RECIPE", "AirplanesData", "AirplanesModel", "build_model", "load_dat
 class AirplanesData:
     """Rendered clips of a biplane turning about its yaw, pitch or roll axis."""
 
-    data_root: str = option("data/airplanes", "rendered datasets are cached here, one folder per parameter set")
+    data_root: str = option("data/airplanes", "rendered datasets are cached here, one folder per parameter set",
+                            defines_run=False)  # the clips are those of the other fields, wherever they are cached
     n_train: int = option(1000, "training clips (the validation part is carved from them)")
     n_test: int = option(100, "test clips")
     frames: int = option(12, "frames per clip")
@@ -61,10 +62,12 @@ def build_model(spec: AirplanesModel, num_classes: int) -> GRWVideoClassifier:
 
 def run(data: AirplanesData, model: AirplanesModel, smoothing: Smoothing, cfg: TrainConfig) -> Run:
     """Train, validate every epoch, score the test split; ``results.json`` in ``cfg.out_dir``."""
+    check_run(data, smoothing, cfg)
     train, val, test = load_data(data, progress=cfg.progress)
     seed_everything(cfg.seed)
     net = build_model(model, len(train.classes))
-    result = fit(net, train, val, cfg, regularizer=smoothing.regularizer(), lam=smoothing.lam)
+    result = fit(net, train, val, cfg, regularizer=smoothing.regularizer(), lam=smoothing.lam,
+                 specs={"data": data, "model": model, "smoothing": smoothing})
     scores = evaluate(result.model, test, batch_size=cfg.batch_size, device=cfg.device)
     return Run(result, summarize(data, model, smoothing, cfg, result, test=scores, classes=list(train.classes)))
 

@@ -1,0 +1,136 @@
+"""The ``python -m grw`` command line: defaults in every --help, one line for every error, notebook parameters checked."""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+import grw.tour
+from grw.__main__ import build_parser, main
+from grw.io import UnreadableCheckpoint
+from grw.tour import NotebookError, check_parameters, parse_value, run_notebook
+from grw.train import TrainingStopped
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grw", *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def all_parsers(parser: argparse.ArgumentParser, name: str = "python -m grw"):
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, sub in action.choices.items():
+                yield from all_parsers(sub, f"{name} {command}")
+
+
+def test_every_help_shows_the_default_of_every_option(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
+    parsers = dict(all_parsers(build_parser()))
+    assert {"python -m grw bench", "python -m grw kinetics synth", "python -m grw tour", "python -m grw train kinetics"} <= set(parsers)
+    for name, parser in parsers.items():
+        lines = parser.format_help().splitlines() + [""]
+        for action in parser._actions:
+            if not action.option_strings or action.required or action.default is argparse.SUPPRESS:
+                continue
+            at = next(i for i, line in enumerate(lines) if line.lstrip().startswith(action.option_strings[0]))
+            entry = lines[at] + (lines[at + 1] if lines[at + 1].startswith(" " * 20) else "")  # a long option: help below
+            assert f"(default: {action.default})" in entry, (name, action.dest)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(30, "Read-only file system"),
+        ValueError("expected a positive number\nof frames"),
+        TrainingStopped("the training loss became nan"),
+        UnreadableCheckpoint("checkpoint.pt is truncated or corrupt"),
+        NotebookError("01.ipynb stopped in cell [3]"),
+    ],
+)
+def test_a_command_reports_an_error_in_one_line(error, monkeypatch):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(grw.tour, "run_tour", fail)
+    with pytest.raises(SystemExit) as stopped:
+        main(["tour"])
+    line = stopped.value.code
+    assert isinstance(line, str) and line.startswith("error: ") and "\n" not in line
+    assert line.removeprefix("error: ") == " ".join(str(error).split())
+
+
+def test_unwritable_folders_and_missing_devices_are_one_line_without_a_traceback(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    synth = run_cli("kinetics", "synth", str(blocker / "synth"), "--classes", "2", "--train-per-class", "1", "--val-per-class", "1")
+    bench = run_cli("bench", "loss", "--device", "foo")
+    for done, expected in [(synth, f"{blocker}'"), (bench, "unknown device 'foo': expected cpu, cuda or cuda:N")]:
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1 and expected in done.stderr
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="device 'cuda' asked for, but torch sees no CUDA device; use --device cpu"):
+            main(["bench", "loss", "--device", "cuda"])
+
+
+def test_check_parameters_names_the_parameter_the_type_and_the_value():
+    values = {"T": 5, "lam": 1, "seeds": [0, 1], "root": None, "amp": "bf16", "full": False, "synthetic": {"classes": 4}}
+    check_parameters(values, T=int, lam=float, seeds=list[int], root=str | None, full=bool, synthetic=dict[str, int])
+    for wrong, expected, message in [
+        ({"T": "five"}, {"T": int}, "parameter T must be int, got 'five' (str)"),
+        ({"T": True}, {"T": int}, "parameter T must be int, got True (bool)"),
+        ({"lam": True}, {"lam": float}, "parameter lam must be float, got True (bool)"),
+        ({"seeds": [0, "1"]}, {"seeds": list[int]}, "parameter seeds must be list[int], got [0, '1'] (list)"),
+        ({"root": 3}, {"root": str | None}, "parameter root must be str | None, got 3 (int)"),
+        ({"shape": (2, 3.0)}, {"shape": tuple[int, ...]}, "parameter shape must be tuple[int, ...], got (2, 3.0) (tuple)"),
+    ]:
+        with pytest.raises(TypeError) as refused:
+            check_parameters(wrong, **expected)
+        assert str(refused.value) == message
+    with pytest.raises(NameError, match="parameter steps is not defined"):
+        check_parameters(values, steps=int)
+    assert [parse_value(text) for text in ("5", "0.1", "True", "[0, 1]", "cuda", "a0-stream")] == [5, 0.1, True, [0, 1], "cuda", "a0-stream"]
+
+
+@pytest.fixture
+def notebooks(tmp_path) -> Path:
+    """A folder with one small notebook: parameters T and out_dir, their check, and a results.json."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    cells = [
+        nbformat.v4.new_code_cell('T = 5\nout_dir = "runs/tiny"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("from grw.tour import check_parameters\ncheck_parameters(globals(), T=int, out_dir=str)"),
+        nbformat.v4.new_code_cell('import json, pathlib\npathlib.Path(out_dir, "results.json").write_text(json.dumps({"T": T}))'),
+    ]
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}, "language_info": {"name": "python"}})
+    nbformat.write(notebook, folder / "tiny.ipynb")
+    return folder
+
+
+def test_notebook_parameters_are_declared_and_of_their_type(notebooks, tmp_path):
+    notebook = notebooks / "tiny.ipynb"
+    with pytest.raises(ValueError, match="tiny.ipynb has no parameter stepz; it declares T, out_dir"):
+        run_notebook(notebook, tmp_path / "misspelled", {"stepz": 50})
+    assert not (tmp_path / "misspelled").exists()  # refused before it ran
+    with pytest.raises(SystemExit, match="error: no notebook in .* has a parameter stepz"):
+        main(["tour", "--notebooks", str(notebooks), "--out", str(tmp_path / "tour"), "-p", "stepz", "50"])
+
+    with pytest.raises(NotebookError) as stopped:
+        run_notebook(notebook, tmp_path / "typed", {"T": "five"})
+    assert str(stopped.value).startswith("tiny.ipynb stopped in cell [3]: TypeError: parameter T must be int, got 'five' (str)")
+
+    main(["tour", "--notebooks", str(notebooks), "--out", str(tmp_path / "tour"), "-p", "T", "3"])
+    assert json.loads((tmp_path / "tour" / "tiny" / "results.json").read_text()) == {"T": 3}
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit, match=r"error: \[Errno \d+\] .*a-file"):
+        main(["tour", "--notebooks", str(notebooks), "--out", str(blocker / "tour")])
