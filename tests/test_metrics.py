@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from grw.metrics import confusion_matrix, gmacs, mean_squared_acceleration, straightness, topk_correct
+from grw.metrics import ClipVideoAccuracy, confusion_matrix, gmacs, mean_squared_acceleration, straightness, topk_correct
 from grw.plots import pca_project, plot_confusion, plot_learning_curves, plot_trajectories
 
 
@@ -19,6 +19,31 @@ def test_topk_correct():
     assert topk_correct(logits, labels, ks=(1, 2, 5)) == {1: 1, 2: 2, 5: 3}
     with pytest.raises(ValueError, match="expected logits"):
         topk_correct(logits, labels[:2])
+
+
+def test_clip_and_video_accuracy_by_hand():
+    # 6 classes; video 0 (label 0): clip 0 right, clip 1 confidently wrong and label last (top-5 miss) → the video is wrong;
+    # video 1 (label 2): one right clip; video 2 (label 3): clip 4 has the label 4th (top-5 hit, top-1 miss), clip 5 right
+    # with a far larger margin → softmax mean: class 3 (0.032 + 0.999) / 2 = 0.52 > class 0 (0.634 + 0.000) / 2 = 0.32
+    logits = torch.tensor([
+        [10.0, 0, 0, 0, 0, 0],
+        [0.0, 20, 1, 1, 1, 1],
+        [0.0, 0, 1, 0, 0, 0],
+        [5.0, 4, 3, 2, 1, 0],
+        [0.0, 0, 0, 9, 0, 0],
+    ])
+    labels, videos = torch.tensor([0, 0, 2, 3, 3]), torch.tensor([0, 0, 1, 2, 2])
+    accuracy = ClipVideoAccuracy(4, 6)  # video 3 gives no clip: not counted
+    accuracy.update(logits[:3], labels[:3], videos[:3])  # batches may split a video
+    accuracy.update(logits[3:], labels[3:], videos[3:])
+    assert accuracy.compute() == {"clips": 5, "videos": 3, "top1": 3 / 5, "top5": 4 / 5, "video_top1": 2 / 3}
+    # the mean of the softmaxes, not of the logits: class 0 gets (0.909 + 0.010) / 2 = 0.46 > class 1 (0.045 + 0.520) / 2,
+    # while the mean logits [1.5, 2, 1.95] would pick class 1
+    one = ClipVideoAccuracy(1, 3, ks=(1,))
+    one.update(torch.tensor([[3.0, 0, 0], [0, 4, 3.9]]), torch.tensor([0, 0]), torch.tensor([0, 0]))
+    assert one.compute() == {"clips": 2, "videos": 1, "top1": 1 / 2, "video_top1": 1.0}
+    with pytest.raises(ValueError, match="one video index per clip"):
+        accuracy.update(logits, labels, videos[:2])
 
 
 def test_confusion_matrix_rows_are_true_classes():
