@@ -18,6 +18,7 @@ with :class:`TrainingStopped` when its loss turns non-finite or most of an epoch
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -34,7 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 from tqdm.auto import tqdm
 
@@ -68,6 +69,7 @@ __all__ = [
     "resolve_device",
     "run_settings",
     "save_checkpoint",
+    "recompute_bn_statistics",
     "train_one_epoch",
     "warmup_cosine",
     "world",
@@ -101,7 +103,9 @@ class TrainConfig:
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy")
     clip_grad_norm: float | None = option(None, "clip the gradient norm to this; none: no clipping")
     amp: Literal["none", "bf16", "fp16"] = option("none", "mixed precision on CUDA")
-    ema_decay: float | None = option(None, "keep an exponential moving average of the weights with this decay")
+    ema_decay: float | None = option(None, "keep an exponential moving average of the weights with this decay (per step)")
+    precise_bn: int = option(0, "before each evaluation, recompute the BatchNorm statistics of the raw and EMA weights "
+                                "over this many training batches (0: off); for short runs, whose running statistics lag")
     sync_bn: bool = option(False, "synchronise BatchNorm statistics across processes")
     seed: int = option(0, "seed of the weights, the data order and the augmentation")
     device: str = option("cpu", "cpu, cuda (each process takes cuda:LOCAL_RANK) or cuda:N", defines_run=False)
@@ -124,6 +128,8 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.log_interval < 1:
             raise ValueError(f"epochs, batch_size and log_interval must be >= 1, got {self.epochs}, {self.batch_size}, "
                              f"{self.log_interval}")
+        if self.precise_bn < 0:
+            raise ValueError(f"precise_bn must be a number of batches >= 0, got {self.precise_bn}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         for name in ("backbone_lr", "min_lr_ratio", "warmup_epochs", "weight_decay", "label_smoothing", "clip_grad_norm"):
@@ -490,6 +496,23 @@ def _stop_unless_finite(loss: float, trainer: Trainer, epoch: int, checked: int,
             "a lower --lr or a --clip-grad-norm may help")
 
 
+def recompute_bn_statistics(model: nn.Module, data: ClipDataset, trainer: Trainer, epoch: int) -> None:
+    """Set ``model``'s BatchNorm running statistics to their mean over ``cfg.precise_bn`` training batches of ``epoch``.
+
+    "Precise BN" (``torch.optim.swa_utils.update_bn``): a BatchNorm running average moves by its momentum
+    per step (1 % in MoViNet), so after a short run it still remembers its initial statistics and the
+    evaluation-mode network is off. Each process averages over its own shard of the batches.
+    """
+    cfg, (_, size) = trainer.cfg, world()
+    if not cfg.precise_bn or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    loader = _loader(data, cfg.batch_size // size, train=True, epoch=epoch, seed=cfg.seed, num_workers=cfg.num_workers,
+                     pin=trainer.device.type == "cuda")
+    videos = (batch.videos for batch, _ in itertools.islice(loader, cfg.precise_bn) if batch.videos is not None)
+    with _autocast(trainer.device, cfg.amp):
+        update_bn(videos, model, device=trainer.device)
+
+
 def train_one_epoch(trainer: Trainer, data: ClipDataset, epoch: int) -> dict[str, Any]:
     """Train one epoch; returns its mean loss, cross-entropy and regularizer, skipped samples and last learning rate.
 
@@ -680,9 +703,10 @@ def fit(
         record = train_one_epoch(trainer, train_data, epoch)
         if val_data is not None:
             evaluation = dict(batch_size=cfg.batch_size // size, device=trainer.device, amp=cfg.amp)
-            record |= {f"val_{k}": v for k, v in evaluate(trainer.model, val_data, **evaluation).items()}
-            if trainer.ema is not None:
-                record |= {f"ema_val_{k}": v for k, v in evaluate(trainer.ema.module, val_data, **evaluation).items()}
+            for prefix, weights in (("val_", trainer.model), ("ema_val_", trainer.ema.module if trainer.ema is not None else None)):
+                if weights is not None:
+                    recompute_bn_statistics(weights, train_data, trainer, epoch)
+                    record |= {prefix + k: v for k, v in evaluate(weights, val_data, **evaluation).items()}
         record["seconds"] = time.perf_counter() - epoch_started
         history.append(record)
         if cfg.log_epochs and rank == 0:

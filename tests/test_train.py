@@ -275,6 +275,7 @@ def test_settings_that_cannot_train_are_refused():
         (dict(device="foo"), "unknown device 'foo': expected cpu, cuda or cuda:N"),
         (dict(device="meta"), "unsupported device 'meta'"),
         (dict(max_unreadable=1.5), "max_unreadable must be a share in"),
+        (dict(precise_bn=-1), "precise_bn must be a number of batches >= 0"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             TrainConfig(**settings)
@@ -282,6 +283,37 @@ def test_settings_that_cannot_train_are_refused():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch sees no CUDA device; use --device cpu"):
             resolve_device("cuda:0")
+
+
+class NormalizedFrames(nn.Module):
+    """Per-frame channel means ``[B, N, 4]``, batch-normalised with MoViNet's slow momentum (1 % per step)."""
+
+    num_features = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(4, momentum=0.01)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.norm(video.mean(dim=(3, 4))).transpose(1, 2)  # [B, C, N] normalised over (B, N) per channel
+
+
+def test_precise_bn_sets_the_statistics_of_raw_and_ema_weights_to_their_training_batch_means():
+    data = ToyClips()
+    cfg = TrainConfig(**{**CONFIG, "epochs": 1}, ema_decay=0.9, precise_bn=3)
+    torch.manual_seed(0)
+    result = fit(GRWVideoClassifier(NormalizedFrames(), 8, MeanHead()), data, data, cfg)
+    sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=cfg.seed, drop_last=True)
+    order = list(sampler)[: 3 * cfg.batch_size]  # the first three batches of the (only) epoch
+    batches = [torch.stack([data[i][0].mean(dim=(2, 3)) for i in order[b : b + 8]]) for b in range(0, len(order), 8)]
+    mean = torch.stack([x.mean(dim=(0, 2)) for x in batches]).mean(0)  # [4]: the mean of the batch means
+    var = torch.stack([x.transpose(0, 1).reshape(4, -1).var(dim=1) for x in batches]).mean(0)  # unbiased, as BatchNorm keeps
+    for weights in (result.model, result.ema):
+        assert torch.allclose(weights.backbone.norm.running_mean, mean, atol=1e-6)
+        assert torch.allclose(weights.backbone.norm.running_var, var, atol=1e-5)
+    torch.manual_seed(0)
+    lagging = fit(GRWVideoClassifier(NormalizedFrames(), 8, MeanHead()), data, data, TrainConfig(**{**CONFIG, "epochs": 1}))
+    assert not torch.allclose(lagging.model.backbone.norm.running_mean, mean, atol=1e-2)  # 6 steps of 1 % from 0
 
 
 def test_grw_term_is_trained_only_with_a_regularizer():

@@ -104,7 +104,7 @@ ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 LAYOUTS = ("folders", "release")  # the layouts write_synthetic writes
 TRUNCATION_TOLERANCE_S = 0.5  # decoded frames may stop this much before the header's duration
 SYNTHETIC_MARKER = "synthetic.json"
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2  # 2: the class is the drift speed (1: the heading)
 
 
 class UnreadableVideo(RuntimeError):
@@ -268,17 +268,20 @@ def eval_resize(crop: int) -> int:
     return {172: 200, 224: 256, 256: 300}.get(crop, round(crop * 8 / 7))
 
 
-def clip_transform(crop: int, *, training: bool, resize: int | None = None) -> v2.Transform:
+def clip_transform(crop: int, *, training: bool, resize: int | None = None, min_area: float = 0.08) -> v2.Transform:
     """uint8 ``Video [T, 3, H, W]`` → float ``[T, 3, crop, crop]`` in [0, 1], no mean/std.
 
-    Training: ``RandomResizedCrop`` + horizontal flip, one draw for all frames, on the uint8 frames
-    (only the kept pixels are converted). Evaluation, as in the paper: the pixels become
+    Training: ``RandomResizedCrop`` of ``min_area`` … 1 of the frame (torchvision's default 0.08) + horizontal
+    flip, one draw for all frames, on the uint8 frames (only the kept pixels are converted). Evaluation, as in the paper: the pixels become
     ``uint8 / 255`` floats, which are resized to a ``resize × resize`` square (aspect ratio not kept)
     and centre-cropped.
     """
     to_float = v2.ToDtype(torch.float32, scale=True)
     if training:
-        return v2.Compose([v2.RandomResizedCrop(crop, antialias=True), v2.RandomHorizontalFlip(), to_float])
+        if not 0 < min_area <= 1:
+            raise ValueError(f"min_area must be in (0, 1], got {min_area}")
+        crops = v2.RandomResizedCrop(crop, scale=(min_area, 1.0), antialias=True)
+        return v2.Compose([crops, v2.RandomHorizontalFlip(), to_float])
     resize = eval_resize(crop) if resize is None else resize
     if resize < crop:
         raise ValueError(f"resize must be >= crop, got resize={resize}, crop={crop}")
@@ -578,6 +581,7 @@ class KineticsClips(Dataset):
         fps: float,
         crop: int,
         resize: int | None = None,
+        min_area: float = 0.08,
         training: bool,
         seed: int = 0,
     ) -> None:
@@ -586,7 +590,7 @@ class KineticsClips(Dataset):
         self.videos = videos
         self.classes = list(classes)
         self.frames, self.fps, self.crop, self.training, self.seed = frames, fps, crop, training, seed
-        self.transform = clip_transform(crop, training=training, resize=resize)
+        self.transform = clip_transform(crop, training=training, resize=resize, min_area=min_area)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -621,6 +625,7 @@ def kinetics_dataset(
     fps: float,
     crop: int,
     resize: int | None = None,
+    min_area: float = 0.08,
     training: bool,
     seed: int = 0,
 ) -> KineticsClips:
@@ -633,7 +638,8 @@ def kinetics_dataset(
     listing.log_omissions()
     videos = LabeledVideoPaths([(str(path), label) for path, label in zip(listing.paths, listing.labels)])
     return KineticsClips(
-        videos, listing.classes, frames=frames, fps=fps, crop=crop, resize=resize, training=training, seed=seed
+        videos, listing.classes, frames=frames, fps=fps, crop=crop, resize=resize, min_area=min_area, training=training,
+        seed=seed,
     )
 
 
@@ -892,30 +898,35 @@ def check_layout(root: str | Path, *, probe: int | None = 200) -> LayoutReport:
 # --------------------------------------------------------------------------------------------
 
 
+def _speed_band(label: int, classes: int) -> tuple[float, float]:
+    """Drift speed band of class ``label`` in frame widths per second: 4–5 % for class 0 up to 32–40 % for the last, geometric."""
+    factor = 8 ** (label / max(classes - 1, 1))
+    return 0.04 * factor, 0.05 * factor
+
+
 def _synthetic_classes(classes: int) -> list[str]:
-    """Names in index order: the heading's vertical direction and angle, e.g. ``00_up_68deg``."""
+    """Names in index order: the speed band in % of the frame width per second, e.g. ``01_drift_8-10pct``."""
     width = max(2, len(str(classes - 1)))  # zero-padded so that sorted names keep index order
-    names = []
-    for k in range(classes):
-        deg = round(-90 + 180 * (k + 0.5) / classes)
-        names.append(f"{k:0{width}d}_{'up' if deg < 0 else 'down' if deg > 0 else 'level'}_{abs(deg):02d}deg")
-    return names
+    bands = (_speed_band(k, classes) for k in range(classes))
+    return [f"{k:0{width}d}_drift_{round(100 * lo)}-{round(100 * hi)}pct" for k, (lo, hi) in enumerate(bands)]
 
 
 def synthetic_video(
     seed: int, split: str, label: int, index: int, *, classes: int, frames: int, size: int, fps: int
 ) -> np.ndarray:
-    """One stand-in video, uint8 ``[frames, size, size, 3]``: a random smooth periodic texture drifting at a class heading.
+    """One stand-in video, uint8 ``[frames, size, size, 3]``: a random smooth periodic texture drifting at a class speed.
 
-    Class ``k`` heads at ``-90° + 180°(k + ½)/classes`` from the horizontal (negative: up), left or
-    right at random, from a random offset at 15–25 % of the frame per second. Any single frame is a
-    shifted random texture, so only the motion carries the class; the random left/right makes a
-    horizontal flip keep the class, and reversing time maps class ``k`` to ``classes - 1 - k``.
+    Class ``k`` drifts at a speed drawn from its band (:func:`_speed_band`: 4–5 % of the frame width per
+    second for class 0, doubling per class for four classes, up to 32–40 %), in a uniformly random direction,
+    from a random offset. Any single frame is a shifted random texture, so only the motion carries the
+    class, and a flip or reversing time keeps it. (A stand-in that coded the class in the heading stayed at
+    chance for a MoViNet-A0-stream trained from scratch for minutes: its 2+1-D filters are separable in space
+    and time, which sees temporal frequency, hence speed, directly, but a direction only through combinations.)
     """
     rng = np.random.default_rng((seed, SPLITS.index(split), label, index))
-    heading = math.radians(-90 + 180 * (label + 0.5) / classes)
-    speed = rng.uniform(0.15, 0.25) * size / fps  # pixels per frame
-    vx, vy = speed * math.cos(heading) * rng.choice((-1.0, 1.0)), speed * math.sin(heading)
+    heading = rng.uniform(0, 2 * math.pi)
+    speed = rng.uniform(*_speed_band(label, classes)) * size / fps  # pixels per frame
+    vx, vy = speed * math.cos(heading), speed * math.sin(heading)
     x0, y0 = rng.uniform(0, size, 2)
     f = np.fft.fftfreq(size)  # cycles per pixel
     fy, fx = f[:, None], f[None, :]
@@ -976,7 +987,7 @@ def write_synthetic(
     """Write (or reuse) a synthetic stand-in (see :func:`synthetic_video`) in a Kinetics layout.
 
     ``layout="folders"``: ``OUT/{train,val[,test]}/<class>/<video>.mp4``; ``"release"``: the official
-    release's ``OUT/annotations/<split>.csv`` (class names with spaces, e.g. ``"00 up 68deg"``) and
+    release's ``OUT/annotations/<split>.csv`` (class names with spaces, e.g. ``"00 drift 4-5pct"``) and
     ``OUT/<split>/<youtube_id>_<time_start:06d>_<time_end:06d>.mp4``. Written into a temporary sibling
     folder, marked complete with ``synthetic.json`` and renamed into place, so an interrupted write
     never looks whole. The same seed gives the same bytes. The default 10 s at 10 fps covers the
