@@ -1,4 +1,4 @@
-"""Figures shared by the notebooks: learning curves, confusion matrices, embedding trajectories."""
+"""Figures shared by the notebooks: learning curves, confusion matrices, embedding trajectories, a paired study."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import torch
 from matplotlib.axes import Axes
 from torch import Tensor
 
-__all__ = ["pca_project", "plot_confusion", "plot_learning_curves", "plot_trajectories"]
+__all__ = ["CLASS_COLORS", "pca_project", "plot_clip_grid", "plot_confusion", "plot_learning_curves", "plot_study",
+           "plot_trajectories"]
+
+CLASS_COLORS = ("tab:green", "tab:blue", "tab:red", "tab:orange", "tab:purple")  # the paper's yaw, pitch, roll
 
 
 def pca_project(Z: Tensor, dims: int = 2) -> Tensor:
@@ -33,19 +36,88 @@ def plot_trajectories(
     labels: Tensor,
     class_names: Sequence[str],
     *,
-    colors: Sequence[str] = ("tab:green", "tab:blue", "tab:red", "tab:orange", "tab:purple"),
+    colors: Sequence[str] = CLASS_COLORS,
     annotate_frames: bool = True,
+    fontsize: float = 9,
 ) -> None:
-    """Draw per-clip trajectories ``points [n, N, 2]``, coloured by class, frame indices written at each point."""
+    """Draw per-clip trajectories ``points [n, N, 2]``, coloured by class, each point labelled with its frame index.
+
+    The labels sit in small white boxes next to their points, so they stay legible where paths cross.
+    """
     for clip, label in zip(points, labels.tolist()):
-        ax.plot(clip[:, 0], clip[:, 1], "-o", color=colors[label % len(colors)], ms=3, lw=1, alpha=0.8)
+        color = colors[label % len(colors)]
+        ax.plot(clip[:, 0], clip[:, 1], "-o", color=color, ms=4, lw=1.5, alpha=0.9)
         if annotate_frames:
             for t, (x, y) in enumerate(clip.tolist()):
-                ax.annotate(str(t), (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+                ax.annotate(str(t), (x, y), fontsize=fontsize, xytext=(4, 4), textcoords="offset points", color=color,
+                            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
     for label, name in enumerate(class_names):
         ax.plot([], [], "-o", color=colors[label % len(colors)], label=name)
     ax.legend(loc="best", fontsize=8)
     ax.set(xlabel="PC 1", ylabel="PC 2")
+
+
+def plot_clip_grid(
+    points: Tensor, labels: Tensor, class_names: Sequence[str], window: int, *, cols: int = 6,
+    colors: Sequence[str] = CLASS_COLORS, title: str = "",
+) -> plt.Figure:
+    """Small multiples: one panel per clip of ``points [n, N, 2]`` (its whole trajectory), all on the same axes.
+
+    Each loss window of ``window`` frames is drawn solid; the step across a window boundary is dashed; frame 0 is
+    a square.
+    """
+    rows = -(-len(points) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.9 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, clip, label in zip(axes.flat, points, labels.tolist()):
+        color = colors[label % len(colors)]
+        for start in range(0, clip.shape[0], window):
+            ax.plot(clip[start : start + window, 0], clip[start : start + window, 1], "-o", color=color, ms=2.5, lw=1.2)
+            if start > 0:
+                ax.plot(clip[start - 1 : start + 1, 0], clip[start - 1 : start + 1, 1], "--", color=color, lw=0.8)
+        ax.plot(clip[0, 0], clip[0, 1], "s", color="black", ms=4)
+        ax.set_title(class_names[label], fontsize=8, color=color)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(points):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_study(
+    study: Mapping[str, Any], arms: Sequence[tuple[str, str]] = (("baseline", "tab:gray"), ("grw", "tab:purple"))
+) -> plt.Figure:
+    """Accuracy against training-set size for each arm (mean, 95 % band, per-seed pairs joined) and the paired gain.
+
+    ``study`` is the ``study`` entry of a results.json (see :func:`grw.study.summarize_study`).
+    """
+    from grw.metrics import paired_difference
+
+    sizes = study["sizes"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for offset, (arm, color) in zip((-0.04, 0.04), arms):
+        per_size = [[100 * a for a in study[arm][str(size)]] for size in sizes]
+        means = [sum(v) / len(v) for v in per_size]
+        bands = [paired_difference(v, [0.0] * len(v))["ci95"] for v in per_size]  # the mean's own 95 % interval
+        left.plot(sizes, means, "-o", color=color, label=arm, lw=2)
+        left.fill_between(sizes, [b[0] for b in bands], [b[1] for b in bands], color=color, alpha=0.2)
+        for size, values in zip(sizes, per_size):
+            left.scatter([size * 10**offset] * len(values), values, color=color, s=10, alpha=0.7)
+    (first, _), (second, _) = arms
+    for size in sizes:  # each seed's pair of runs, joined
+        for a, b in zip(study[first][str(size)], study[second][str(size)]):
+            left.plot([size * 10**-0.04, size * 10**0.04], [100 * a, 100 * b], color="black", lw=0.5, alpha=0.4)
+    left.set(xscale="log", xlabel="training clips", ylabel="test top-1 (%)", title="accuracy (mean, 95 % band, seeds)")
+    left.legend()
+    gains = [study["paired_gain_pp"][str(size)] for size in sizes]
+    means = [g["mean"] for g in gains]
+    right.errorbar(sizes, means, yerr=[[m - g["ci95"][0] for m, g in zip(means, gains)],
+                                       [g["ci95"][1] - m for m, g in zip(means, gains)]], fmt="o-", capsize=4, color="black")
+    right.axhline(0, color="gray", lw=1)
+    right.set(xscale="log", xlabel="training clips", ylabel="GRW − baseline (points)",
+              title=f"paired gain per seed: mean and 95 % interval ({len(study['seeds'])} seeds)")
+    fig.tight_layout()
+    return fig
 
 
 def plot_confusion(ax: Axes, matrix: Tensor, class_names: Sequence[str], title: str = "") -> None:

@@ -167,3 +167,17 @@ def test_causal_encoder_only_looks_back():
     assert torch.allclose(per_frame(changed)[:, 5], per_frame(clip)[:, 5])  # no temporal context at all
     with pytest.raises(ValueError, match="expected a clip"):
         encoder(torch.rand(2, 7, 3, 32, 32))
+
+
+def test_subset_is_class_balanced_seeded_and_refuses_what_it_cannot_draw():
+    rendered = render_airplanes(AirplanesConfig(n_train=30, n_test=3, frames=4, size=16), "train", progress=False)
+    train = airplanes.AirplanesDataset(rendered["videos"], rendered["labels"])
+    part = train.subset(8, seed=1)
+    assert torch.bincount(part.labels, minlength=3).tolist() == [3, 3, 2]  # the first classes take the remainder
+    originals = {digest(v): int(label) for v, label in zip(train.videos, train.labels)}
+    assert all(originals[digest(v)] == int(label) for v, label in zip(part.videos, part.labels))  # clips keep their labels
+    assert len({digest(v) for v in part.videos}) == 8  # no clip twice
+    assert torch.equal(train.subset(8, seed=1).videos, part.videos)
+    assert not torch.equal(train.subset(8, seed=2).videos, part.videos)
+    with pytest.raises(ValueError, match=r"cannot draw 31 class-balanced clips \(\[11, 10, 10\] per class\)"):
+        train.subset(31)

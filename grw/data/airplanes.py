@@ -259,6 +259,16 @@ class AirplanesDataset(Dataset):
         keep, out = order[held_out:], order[:held_out]
         return AirplanesDataset(self.videos[keep], self.labels[keep]), AirplanesDataset(self.videos[out], self.labels[out])
 
+    def subset(self, n: int, seed: int = 0) -> AirplanesDataset:
+        """``n`` clips drawn at random (from ``seed``) with the classes as balanced as ``n`` allows (the first classes get the rest)."""
+        counts = torch.bincount(self.labels, minlength=len(CLASSES))
+        wanted = [n // len(CLASSES) + (c < n % len(CLASSES)) for c in range(len(CLASSES))]
+        if n < 1 or any(w > int(have) for w, have in zip(wanted, counts)):
+            raise ValueError(f"cannot draw {n} class-balanced clips ({wanted} per class) from {counts.tolist()} per class")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        chosen = torch.cat([order[self.labels[order] == c][:w] for c, w in enumerate(wanted)]).sort().values
+        return AirplanesDataset(self.videos[chosen], self.labels[chosen])
+
 
 class SingleFrame(Dataset):
     """The control that shows the task is temporal: each clip replaced by one of its frames, repeated ``[3, N, H, W]``.
