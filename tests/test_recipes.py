@@ -12,7 +12,8 @@ from grw.io import UnreadableCheckpoint
 from grw.loss import grw_loss
 from grw.options import add_options, from_args, to_args
 from grw.recipes import Smoothing, get_recipe, torchrun_command
-from grw.recipes.kinetics import KineticsData, KineticsModel, build_model
+from grw.data.kinetics import eval_resize
+from grw.recipes.kinetics import PRESETS, KineticsData, KineticsModel, build_model, preset_specs
 from grw.train import TrainConfig
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "movinet"
@@ -33,6 +34,64 @@ def test_kinetics_command_line_round_trips_and_keeps_its_option_names():
     command = torchrun_command("kinetics", *specs, nproc_per_node=8, nnodes=2, rdzv_endpoint="node0:29400")
     assert command[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node=8", "--nnodes=2"]
     assert "--rdzv-endpoint=node0:29400" in command and command[command.index("grw") + 1 : command.index("grw") + 3] == ["train", "kinetics"]
+
+
+def kinetics_specs(*argv: str) -> tuple:
+    args = build_parser().parse_args(["train", "kinetics", *argv])
+    return tuple(from_args(cls, args) for cls in (KineticsData, KineticsModel, Smoothing))
+
+
+def test_a_preset_sets_the_specs_and_an_explicit_option_wins():
+    data, model, smoothing = kinetics_specs("--preset", "a3b", "--data-root", "/data/k600")
+    assert (data.frames, data.fps, data.crop, data.data_root) == (120, 12.0, 256, "/data/k600")
+    assert (model.model, model.stream, model.embed_dim, model.head_depth, model.head_heads, model.head_mlp_dim) == (
+        "a3", False, 256, 1, 4, 512)
+    assert smoothing == Smoothing(T=6)
+    assert (data, model, smoothing) == preset_specs("A3B", data_root="/data/k600")
+
+    # wherever it stands, an option given explicitly wins; the preset still sets the others
+    for argv in (["--preset", "a3b", "--frames", "16", "--stream"], ["--frames", "16", "--stream", "--preset=a3b"]):
+        data, model, smoothing = kinetics_specs(*argv, "--data-root", "/data/k600")
+        assert (data.frames, data.fps, model.model, model.stream, smoothing.T) == (16, 12.0, "a3", True, 6)
+    assert kinetics_specs("--preset", "a3b", "--frames", "16", "--data-root", "d") == preset_specs("a3b", data_root="d", frames=16)
+    assert kinetics_specs("--data-root", "d") == (KineticsData(data_root="d"), KineticsModel(), Smoothing())  # no preset: the defaults
+
+    data, model, smoothing = preset_specs("a2s", data_root="d", lam=0.0, init_checkpoint="a2.pth")
+    assert (data.frames, data.crop, model.model, model.init_checkpoint, smoothing.lam, smoothing.T) == (50, 224, "a2", "a2.pth", 0.0, 5)
+    with pytest.raises(TypeError, match="no field epochs, frame in KineticsData, KineticsModel or Smoothing"):
+        preset_specs("a0s", data_root="d", frame=16, epochs=3)
+    with pytest.raises(ValueError, match="unknown preset 'a4s': expected one of a0s, a1s, a2s, a3b"):
+        preset_specs("a4s", data_root="d")
+
+
+def test_an_unknown_preset_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "kinetics", "--preset", "a4s", "--data-root", "d"])
+    assert refused.value.code == 1
+    assert capsys.readouterr().err == "error: unknown preset 'a4s': expected one of a0s, a1s, a2s, a3b\n"
+
+
+def test_help_shows_the_values_of_the_preset(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
+    for argv, frames in ([], 50), (["--preset", "a3b"], 120):
+        with pytest.raises(SystemExit) as stopped:
+            main(["train", "kinetics", *argv, "--help"])
+        assert stopped.value.code == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert any(line.lstrip().startswith("--preset NAME") and "a0s, a1s, a2s, a3b" in line for line in lines)
+        assert next(line for line in lines if line.lstrip().startswith("--frames INT")).endswith(f"(default: {frames})")
+
+
+def test_the_presets_resize_is_the_one_training_validates_on():
+    assert [eval_resize(preset.crop) for preset in PRESETS.values()] == [preset.resize for preset in PRESETS.values()]
+
+
+def test_the_head_mlp_width_is_a_setting():
+    widths = {mlp_dim: build_model(KineticsModel(embed_dim=32, head_mlp_dim=mlp_dim), num_classes=3).head.blocks[0].mlp[1].out_features
+              for mlp_dim in (None, 48)}
+    assert widths == {None: 64, 48: 48}
+    with pytest.raises(ValueError, match="head_mlp_dim must be a positive integer or None"):
+        KineticsModel(head_mlp_dim=0)
 
 
 def test_an_option_set_to_none_round_trips():

@@ -5,11 +5,14 @@ fields), the model factory, and ``run(data, model, smoothing, cfg)``; its :data:
 them. Every recipe has the same command line, made from those dataclasses::
 
     python -m grw train kinetics --data-root /data/k600 --frames 50 --lam 0.1 --out-dir runs/k600
+    python -m grw train kinetics --preset a3b --data-root /data/k600 ...   # a released model's settings
     torchrun --nproc_per_node=8 -m grw train kinetics ...          # the same run, 8 processes
 
-and the same notebook call, :func:`launch`, which runs in the kernel or starts ``torchrun``. A recipe's
-``run`` calls :func:`check_run` before it reads any data and passes its specs to :func:`grw.train.fit`,
-which saves them in every checkpoint and resumes only a run with the same.
+and the same notebook call, :func:`launch`, which runs in the kernel or starts ``torchrun``. A recipe
+with presets (the settings of published models) takes ``--preset NAME``, whose values become the
+defaults of the options it sets, so an option given explicitly wins. A recipe's ``run`` calls
+:func:`check_run` before it reads any data and passes its specs to :func:`grw.train.fit`, which saves
+them in every checkpoint and resumes only a run with the same.
 """
 
 from __future__ import annotations
@@ -65,13 +68,19 @@ class Run(NamedTuple):
 
 @dataclass(frozen=True)
 class Recipe:
-    """One experiment: its name, one line about it, its data and model specs and its ``run``."""
+    """One experiment: its name, one line about it, its data and model specs, its ``run`` and its presets, if any.
+
+    ``preset_options(name)`` gives the spec fields (by field name) that the preset ``name``, one of
+    ``presets``, sets; it raises a ``ValueError`` naming the valid presets for any other name.
+    """
 
     name: str
     description: str
     data: type
     model: type
     run: Callable[[Any, Any, Smoothing, TrainConfig], Run]
+    presets: tuple[str, ...] = ()
+    preset_options: Callable[[str], dict[str, Any]] | None = None
 
 
 def get_recipe(name: str) -> Recipe:
@@ -117,13 +126,42 @@ def _spec_classes(recipe: Recipe) -> dict[str, type]:
     return {"data": recipe.data, "model": recipe.model, "smoothing": Smoothing, "config": TrainConfig}
 
 
+class _RecipeParser(argparse.ArgumentParser):
+    """The parser of ``train <recipe>``: before it parses, the values of ``--preset NAME`` become its defaults,
+    so an option given explicitly wins and ``--help`` shows the preset's values; an unknown preset is one
+    ``error:`` line and exit status 1.
+    """
+
+    def __init__(self, *args: Any, preset_options: Callable[[str], dict[str, Any]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.preset_options = preset_options
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        if self.preset_options is not None:
+            peek = argparse.ArgumentParser(add_help=False)
+            peek.add_argument("--preset")
+            name = peek.parse_known_args(args)[0].preset
+            if name is not None:
+                try:
+                    self.set_defaults(**self.preset_options(name))
+                except ValueError as error:
+                    self.exit(1, "error: " + " ".join(str(error).split()) + "\n")
+        return super().parse_known_args(args, namespace)
+
+
 def add_train_command(commands: argparse._SubParsersAction) -> None:
     """``train <recipe> [options]``: one sub-command per recipe, its options made from the recipe's dataclasses."""
     train = commands.add_parser("train", help="train a recipe (one process, or many under torchrun)")
-    recipes = train.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
+    recipes = train.add_subparsers(dest="recipe", required=True, metavar="RECIPE", parser_class=_RecipeParser)
     for name in RECIPES:
         recipe = get_recipe(name)
-        parser = recipes.add_parser(name, help=recipe.description, description=recipe.description)
+        parser = recipes.add_parser(name, help=recipe.description, description=recipe.description,
+                                    formatter_class=train.formatter_class, preset_options=recipe.preset_options)
+        if recipe.preset_options is not None:
+            sets = ", ".join("--" + field.replace("_", "-") for field in recipe.preset_options(recipe.presets[0]))
+            parser.add_argument("--preset", metavar="NAME", help=(
+                f"the settings of a published model ({', '.join(recipe.presets)}): the defaults of {sets}; "
+                "an option given explicitly wins (default: %(default)s)"))
         for role, cls in _spec_classes(recipe).items():
             add_options(parser, cls, f"{role} ({cls.__name__})")
         parser.set_defaults(run=_run_from_args)

@@ -1,7 +1,9 @@
 """Kinetics-600 recipe: MoViNet → per-frame linear → Z → LayerNorm → temporal Transformer head, with the GRW loss on Z.
 
 ``python -m grw train kinetics --data-root ROOT [options]``; the defaults are the paper's A0-stream
-input (50 frames at 5 fps, 172² crops). ``ROOT`` is a Kinetics-layout folder or manifest
+input (50 frames at 5 fps, 172² crops). ``--preset a0s|a1s|a2s|a3b`` takes the input, the MoViNet, the
+head and T of a released model (:data:`PRESETS`) instead, and any option given explicitly wins; in a
+notebook, :func:`preset_specs` gives the same specs. ``ROOT`` is a Kinetics-layout folder or manifest
 (:func:`grw.data.kinetics.kinetics_dataset`).
 """
 
@@ -31,7 +33,7 @@ from grw.recipes import Recipe, Run, Smoothing, check_run, summarize
 from grw.train import Batch, TrainConfig, collate_clips, fit, resolve_device, seed_everything, world
 
 __all__ = ["PRESETS", "RECIPE", "KineticsData", "KineticsModel", "Preset", "build_model", "evaluate_checkpoint", "evaluate_clips",
-           "get_preset", "load_evaluation_model", "run"]
+           "get_preset", "load_evaluation_model", "preset_options", "preset_specs", "run"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,6 +109,7 @@ class KineticsData:
     frames: int = option(50, "frames per clip (paper: 50 for A0–A2, 120 for A3)")
     fps: float = option(5.0, "frames per second of the clips (paper: 5 for A0–A2, 12 for A3)")
     crop: int = option(172, "side of the square crop (paper: 172 for A0/A1, 224 for A2, 256 for A3)")
+    min_crop_area: float = option(0.08, "smallest area fraction of the training RandomResizedCrop (torchvision's 0.08)")
 
 
 @dataclass
@@ -118,6 +121,7 @@ class KineticsModel:
     embed_dim: int = option(256, "width K of the per-frame embeddings Z")
     head_depth: int = option(1, "Transformer blocks of the head")
     head_heads: int = option(4, "attention heads of the head")
+    head_mlp_dim: int | None = option(None, "hidden width of the MLP of the head's blocks (none: 2·K)")
     head_dropout: float = option(0.1, "dropout of the head")
     head_drop_path: float = option(0.1, "stochastic depth of the head's blocks")
     backbone_drop_path: float = option(0.2, "stochastic depth of the MoViNet blocks")
@@ -126,6 +130,8 @@ class KineticsModel:
     def __post_init__(self) -> None:
         if self.model.lower() not in CONFIGS:
             raise ValueError(f"unknown MoViNet {self.model!r}: expected one of {', '.join(CONFIGS)}")
+        if self.head_mlp_dim is not None and self.head_mlp_dim < 1:
+            raise ValueError(f"head_mlp_dim must be a positive integer or None (2·K), got {self.head_mlp_dim}")
 
 
 def build_model(spec: KineticsModel, num_classes: int) -> GRWVideoClassifier:
@@ -144,7 +150,7 @@ def build_model(spec: KineticsModel, num_classes: int) -> GRWVideoClassifier:
         movinet_classes = published[0]
     backbone = create_movinet(spec.model, stream=spec.stream, num_classes=movinet_classes, stochastic_depth=spec.backbone_drop_path)
     head = TemporalTransformerHead(spec.embed_dim, num_classes, depth=spec.head_depth, num_heads=spec.head_heads,
-                                   dropout=spec.head_dropout, stochastic_depth=spec.head_drop_path)
+                                   mlp_dim=spec.head_mlp_dim, dropout=spec.head_dropout, stochastic_depth=spec.head_drop_path)
     if state is not None and not ours:
         load_movinet_pytorch_state_dict(backbone, state)  # the published layout: the backbone and its classifier
     backbone.classifier = nn.Identity()  # the GRW head classifies; parameters without gradients would stall DDP
@@ -161,7 +167,7 @@ def run(data: KineticsData, model: KineticsModel, smoothing: Smoothing, cfg: Tra
     """Train on ``train``, validate on ``val`` every epoch; ``results.json`` in ``cfg.out_dir``."""
     check_run(data, smoothing, cfg)
     clips = dict(frames=data.frames, fps=data.fps, crop=data.crop, seed=cfg.seed)
-    train_set = kinetics_dataset(data.data_root, "train", training=True, **clips)
+    train_set = kinetics_dataset(data.data_root, "train", training=True, min_area=data.min_crop_area, **clips)
     val_set = kinetics_dataset(data.data_root, "val", training=False, **clips)
     seed_everything(cfg.seed)  # the same initial weights for every run of a seed, whatever ran before
     net = build_model(model, len(train_set.classes))
@@ -170,8 +176,39 @@ def run(data: KineticsData, model: KineticsModel, smoothing: Smoothing, cfg: Tra
     return Run(result, summarize(data, model, smoothing, cfg, result, classes=list(train_set.classes)))
 
 
+def preset_options(name: str) -> dict[str, Any]:
+    """The fields of :class:`KineticsData`, :class:`KineticsModel` and :class:`grw.recipes.Smoothing` that the preset
+    ``name`` (:func:`get_preset`) sets, by field name.
+
+    Its ``resize`` is for evaluation only: a training run validates on ``eval_resize(crop)``
+    (:func:`grw.data.kinetics.eval_resize`), which is the resize of every preset.
+    """
+    preset = get_preset(name)
+    return {"frames": preset.frames, "fps": preset.fps, "crop": preset.crop,
+            "model": preset.model, "stream": preset.stream, "embed_dim": preset.embed_dim, "head_depth": preset.head_depth,
+            "head_heads": preset.head_heads, "head_mlp_dim": preset.head_mlp_dim, "T": preset.T}
+
+
+def preset_specs(name: str, *, data_root: str, **overrides: Any) -> tuple[KineticsData, KineticsModel, Smoothing]:
+    """The data, model and smoothing specs of the preset ``name`` on ``data_root``, as ``--preset NAME`` sets them.
+
+    ``overrides`` (fields of the three specs, e.g. ``frames=16, init_checkpoint="a0_stream.pth"``) win over
+    the preset; the fields that neither sets keep their defaults. For :func:`grw.recipes.launch`.
+    """
+    specs = (KineticsData, KineticsModel, Smoothing)
+    unknown = sorted(set(overrides) - {f.name for cls in specs for f in dataclasses.fields(cls)})
+    if unknown:
+        raise TypeError(f"no field {', '.join(unknown)} in KineticsData, KineticsModel or Smoothing (data_root is its own argument)")
+    values = preset_options(name) | overrides | {"data_root": data_root}
+
+    def spec(cls: type) -> Any:
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+    return spec(KineticsData), spec(KineticsModel), spec(Smoothing)
+
+
 RECIPE = Recipe("kinetics", "MoViNet + GRW head on a Kinetics-layout folder (or its synthetic stand-in)",
-                KineticsData, KineticsModel, run)
+                KineticsData, KineticsModel, run, presets=tuple(PRESETS), preset_options=preset_options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +349,7 @@ def evaluate_checkpoint(
     checkpoint: str | Path,
     root: str | Path,
     split: str,
-    preset: str,
+    preset: str | Preset,
     *,
     ema: bool = False,
     batch_size: int = 16,
@@ -331,7 +368,7 @@ def evaluate_checkpoint(
     """
     if split not in ("test", "val"):
         raise ValueError(f"split must be test or val, got {split!r}")
-    chosen = get_preset(preset)
+    chosen = preset if isinstance(preset, Preset) else get_preset(preset)  # a Preset: e.g. a stand-in's small input
     device = resolve_device(device)
     rank, _ = world()
     listing = kinetics_videos(root, split)
