@@ -8,12 +8,16 @@ that memory freed by one case cannot hide the next one's. On CUDA it is the rise
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
+import functools
 import json
 import math
 import multiprocessing
-from collections.abc import Callable
+import platform
+import statistics
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -80,11 +84,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a / max(b, 1)
 
 
-def seconds_per_call(fn: Callable[[], Any], min_run_time: float = 1.0) -> float:
-    """Median seconds per call of ``fn`` (``torch.utils.benchmark``, synchronising CUDA)."""
+def seconds_per_call(fn: Callable[[], Any], min_run_time: float = 1.0, num_threads: int = 1) -> float:
+    """Median seconds per call of ``fn`` (``torch.utils.benchmark``, synchronising CUDA) on ``num_threads`` CPU threads."""
     from torch.utils import benchmark  # imported here: it pulls in the C++-extension toolchain
 
-    return benchmark.Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+    timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=num_threads)
+    return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
@@ -107,24 +112,214 @@ def _print_table(rows: list[dict[str, Any]], columns: dict[str, str]) -> None:
     print(text_table(list(columns), [[cell(row[key], spec) for key, spec in columns.items()] for row in rows], align="r" * len(columns)))
 
 
-def _loss_case(impl: str, B: int, T: int, K: int, device: str) -> dict[str, float]:
-    """Time, peak extra memory and value of one loss implementation, forward + backward, on ``[B, T, K]``."""
+# --------------------------------------------------------------------------------------------
+# The GRW loss: three forms (a loop over orderings, materialized, Gram), their peak memory, measured and predicted
+# --------------------------------------------------------------------------------------------
+
+LOSS_FORMS: tuple[str, ...] = ("loop", "materialized", "Gram")
+
+
+def grw_loss_loop(
+    Z: torch.Tensor, T: int, alpha: float = 0.5, *, max_perms: int = 1000, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The GRW loss of ``Z [B, N, K]`` one ordering at a time: ``P`` permuted windows ``[W, T, K]``, each kept for backward.
+
+    The definition as written, to compare with ``grw_loss_reference`` (all orderings at once) and ``grw_loss`` (Gram form).
+    """
+    from grw.loss import _check_embeddings, permutations, windows
+
+    _check_embeddings(Z, T)
+    w = windows(Z.to(torch.promote_types(Z.dtype, torch.float32)), T)  # [W, T, K]
+    orderings = permutations(T, max_perms, generator, device=Z.device)
+    logits = torch.stack([-0.5 * w[:, p].diff(n=2, dim=1).pow(2).sum(dim=(1, 2)) for p in orderings], dim=1)  # [W, P]
+    target = torch.zeros(len(w), dtype=torch.long, device=Z.device)  # the identity is ordering 0
+    ordering = torch.nn.functional.cross_entropy(logits, target)
+    return ordering + alpha * 0.5 * w.diff(dim=1).pow(2).sum(dim=(1, 2)).mean()
+
+
+def _loss_function(form: str) -> Callable[..., torch.Tensor]:
     from grw.loss import grw_loss, grw_loss_reference
 
+    functions = {"loop": grw_loss_loop, "materialized": grw_loss_reference, "Gram": grw_loss}
+    if form not in functions:
+        raise ValueError(f"form must be one of {list(functions)}, got {form!r}")
+    return functions[form]
+
+
+def predicted_peak_bytes(form: str, W: int, T: int, K: int, P: int, itemsize: int = 4) -> int:
+    """Bytes of the tensors alive together at the peak of one forward + backward of ``form`` on ``W`` windows.
+
+    With ``n = W·T·K`` (one copy of the windows) and ``P`` orderings:
+
+    * loop: every ordering's accelerations ``[W, T-2, K]``, saved for the backward pass, + 4n;
+    * materialized: three ``[W, P, T, K]`` in the backward of the first time difference (the gradient of each
+      of its two slices, scattered into zeros of full size, and their sum) + 2n;
+    * Gram: the centred windows and three more ``n`` in the backward of the Gram product (one product per
+      side and their sum), the ``P`` forms ``[T, T]``, the logits and their gradient ``[W, P]``.
+    """
+    n = W * T * K
+    elements = {
+        "loop": P * W * (T - 2) * K + 4 * n,
+        "materialized": 3 * W * P * T * K + 2 * n,
+        "Gram": 4 * n + P * T * T + 2 * W * P,
+    }
+    if form not in elements:
+        raise ValueError(f"form must be one of {list(elements)}, got {form!r}")
+    return itemsize * elements[form]
+
+
+def allocated_bytes(fn: Callable[[], Any]) -> tuple[int, int]:
+    """``(total, largest)``: bytes of all the new tensor storages that ``fn()``'s operators create (freed or not), and the largest.
+
+    Counted op by op (views and in-place results reuse a storage and count nothing), on any device.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    sizes: list[int] = []
+
+    def storages(tree: Any) -> dict[int, int]:  # address -> bytes of the storage of every tensor in ``tree``
+        tensors = [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
+        return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN202
+            out = func(*args, **(kwargs or {}))
+            inputs = storages((args, kwargs))
+            sizes.extend(size for pointer, size in storages(out).items() if pointer not in inputs)
+            return out
+
+    with Count():
+        fn()
+    return sum(sizes), max(sizes, default=0)
+
+
+CPU_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+def describe_device(device: str) -> str:
+    """One line naming the device that measurements come from: the GPU's name and memory, or the CPU's kernels and caches."""
+    if torch.device(device).type == "cuda":
+        memory = torch.cuda.get_device_properties(device).total_memory / 2**30
+        return f"{device}: {torch.cuda.get_device_name(device)}, {memory:.0f} GiB"
+    caches = [
+        f"L{(index / 'level').read_text().strip()} {(index / 'size').read_text().strip()}"
+        for index in sorted(CPU_CACHES.glob("index*"))
+        if (index / "type").read_text().strip() != "Instruction"
+    ] if CPU_CACHES.is_dir() else ["caches unknown"]
+    return (f"{device}: {platform.machine()}, {torch.backends.cpu.get_cpu_capability()} kernels, "
+            f"caches {', '.join(caches)}")
+
+
+def cuda_seconds_per_call(fn: Callable[[], Any], min_run_time: float = 1.0, blocks: int = 5) -> float:
+    """Median seconds per call of ``fn`` on the current CUDA device, timed with CUDA events around blocks of calls.
+
+    A block runs enough calls to last ``min_run_time / blocks``; nothing inside a block waits for the device.
+    """
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def block_seconds(calls: int) -> float:
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3  # elapsed_time is in ms
+
+    calls = 1
+    while block_seconds(calls) < min_run_time / blocks and calls < 2**20:
+        calls *= 2
+    return statistics.median(block_seconds(calls) / calls for _ in range(blocks))
+
+
+@contextlib.contextmanager
+def _cpu_threads(threads: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def loss_form_case(
+    form: str, B: int, T: int, K: int, device: str = "cpu", min_run_time: float = 0.5, threads: int = 1
+) -> dict[str, Any]:
+    """One loss form on ``Z [B, T, K]`` (one window per clip, ``W = B``), forward and forward + backward.
+
+    Returns seconds per forward (graph built, then dropped) and per forward + backward, the peak extra bytes of
+    forward + backward (:func:`peak_extra_bytes`; ``None`` where not measurable) and the predicted peak
+    (:func:`predicted_peak_bytes`), the bytes it allocates in all and its largest tensor (:func:`allocated_bytes`),
+    and the loss value. Every call runs on ``threads`` CPU threads; CUDA is timed with events
+    (:func:`cuda_seconds_per_call`).
+    """
+    from grw.loss import permutations
+
+    loss_fn = _loss_function(form)
     torch.manual_seed(0)
     dev = torch.device(device)
-    loss_fn = {"reference": grw_loss_reference, "vectorized": grw_loss}[impl]
     Z = torch.randn(B, T, K, device=dev, requires_grad=True)
 
+    def forward() -> torch.Tensor:
+        return loss_fn(Z, T, generator=torch.Generator().manual_seed(0))  # the same orderings every call when T > 7
+
     def step() -> torch.Tensor:
-        loss = loss_fn(Z, T, generator=torch.Generator().manual_seed(0))
+        loss = forward()
         loss.backward()
         Z.grad = None
         return loss.detach()
 
-    value = float(step())  # warm-up, and the value to compare
-    peak = peak_extra_bytes(step, dev)
-    return {"seconds": seconds_per_call(step, min_run_time=0.5), "peak_bytes": peak, "value": value}
+    timer = cuda_seconds_per_call if dev.type == "cuda" else functools.partial(seconds_per_call, num_threads=threads)
+    with _cpu_threads(threads):
+        value = float(step())  # warm-up (a call under allocated_bytes' dispatch mode is not one), and the value to compare
+        peak = peak_extra_bytes(step, dev)
+        allocated, largest = allocated_bytes(step)
+        forward_seconds, seconds = timer(forward, min_run_time), timer(step, min_run_time)
+    P = len(permutations(T, generator=torch.Generator().manual_seed(0)))
+    return {
+        "form": form, "device": device, "threads": threads, "B": B, "T": T, "K": K, "P": P,
+        "forward_seconds": forward_seconds, "seconds": seconds,
+        "peak_bytes": peak, "predicted_peak_bytes": predicted_peak_bytes(form, B, T, K, P),
+        "allocated_bytes": allocated, "largest_tensor_bytes": largest, "value": value,
+    }
+
+
+FRESH_PROCESS_PRELOAD = ("torch", "torch._dynamo", "torch.utils.benchmark", "grw.bench")
+"""Imported once by the server that fresh processes fork from (``torch._dynamo``: a dispatch mode's first use imports it)."""
+
+
+@contextlib.contextmanager
+def fresh_processes(preload: Sequence[str] = FRESH_PROCESS_PRELOAD) -> Iterator[Callable[..., Any]]:
+    """``run(fn, *args)`` calls ``fn(*args)`` in a new process every time (``fn`` must be importable).
+
+    Where the platform can fork, the processes are forked from a server that imported ``preload`` once, so
+    a call costs tens of milliseconds rather than a new interpreter's seconds; none inherits another's memory.
+    """
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(list(preload))
+    with ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
+        yield lambda fn, *args: pool.submit(fn, *args).result()
+
+
+def measure_loss_forms(
+    cases: Iterable[tuple[int, int, int]],
+    forms: Sequence[str] = LOSS_FORMS,
+    device: str = "cpu",
+    min_run_time: float = 0.5,
+    threads: int = 1,
+) -> list[dict[str, Any]]:
+    """:func:`loss_form_case` of every form on every ``(B, T, K)``, one row each, on ``threads`` CPU threads.
+
+    On the CPU each row is measured in a fresh process (:func:`fresh_processes`), so that memory freed by one
+    case cannot hide the next one's growth; on CUDA in this one (``max_memory_allocated`` counts live tensors only).
+    """
+    jobs = [(form, *case, device, min_run_time, threads) for case in cases for form in forms]
+    if torch.device(device).type != "cpu":
+        return [loss_form_case(*job) for job in jobs]
+    with fresh_processes() as run:
+        return [run(loss_form_case, *job) for job in jobs]
 
 
 def _tiny_call_case(device: str) -> dict[int, float]:
@@ -161,15 +356,11 @@ def bench_loss(device: str = "cpu", json_path: Path | None = None) -> dict:
 
     Then the fixed cost of a ``GRWLoss`` call, exhaustive (T = 7) vs sampled orderings (T = 8, 16), on a tiny ``Z``.
     """
+    measured = measure_loss_forms(LOSS_CASES, ("materialized", "Gram"), device)
     rows = []
-    for B, T, K in LOSS_CASES:
-        measured = {
-            impl: (in_fresh_process if device == "cpu" else lambda f, *a: f(*a))(_loss_case, impl, B, T, K, device)
-            for impl in ("reference", "vectorized")
-        }
-        ref, vec = measured["reference"], measured["vectorized"]
+    for ref, vec in zip(measured[::2], measured[1::2]):
         rows.append({
-            "B": B, "T": T, "K": K,
+            "B": ref["B"], "T": ref["T"], "K": ref["K"],
             "reference_ms": 1e3 * ref["seconds"],
             "vectorized_ms": 1e3 * vec["seconds"],
             "speedup": ref["seconds"] / vec["seconds"],
@@ -178,7 +369,7 @@ def bench_loss(device: str = "cpu", json_path: Path | None = None) -> dict:
             "memory_ratio": _ratio(vec["peak_bytes"], ref["peak_bytes"]),
             "relative_difference": abs(ref["value"] - vec["value"]) / abs(ref["value"]),
         })
-    print(f"GRW loss, forward + backward on {device} ({torch.get_num_threads()} threads): reference vs vectorized")
+    print(f"GRW loss, forward + backward on {device} ({measured[0]['threads']} thread): reference vs vectorized")
     _print_table(rows, {
         "B": "d", "T": "d", "K": "d", "reference_ms": ".1f", "vectorized_ms": ".3f", "speedup": ".0f",
         "reference_MB": ".1f", "vectorized_MB": ".2f", "memory_ratio": ".4f", "relative_difference": ".1e",
@@ -190,7 +381,7 @@ def bench_loss(device: str = "cpu", json_path: Path | None = None) -> dict:
     tiny = [{"T": T, "ms_per_call": 1e3 * s, "ratio_to_T7": s / seconds[7]} for T, s in seconds.items()]
     print(f"\nGRWLoss(T) fixed cost per call on a tiny Z [2, 16, 8], one thread, forward + backward on {device}")
     _print_table(tiny, {"T": "d", "ms_per_call": ".3f", "ratio_to_T7": ".2f"})
-    results = {"device": device, "threads": torch.get_num_threads(), "cases": rows, "tiny_call": tiny}
+    results = {"device": device, "threads": measured[0]["threads"], "cases": rows, "tiny_call": tiny}
     _write_json(results, json_path)
     return results
 
