@@ -647,12 +647,15 @@ def save_checkpoint(out_dir: Path, trainer: Trainer, history: list[dict[str, Any
     write_atomic(out_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
 
 
-def describe_epoch(record: dict[str, Any], epochs: int) -> str:
-    """One line per epoch: losses, skipped videos and the validation scores of the raw and EMA weights."""
+def describe_epoch(record: dict[str, Any], epochs: int, *, top5: bool = True) -> str:
+    """One line per epoch: losses, skipped videos and the validation scores of the raw and EMA weights.
+
+    ``top5=False`` leaves top-5 out (with five classes or fewer it is 100 % by construction).
+    """
     line = f"epoch {record['epoch']}/{epochs}  loss {record['train_loss']:.3f} (ce {record['train_ce']:.3f}, grw {record['train_grw']:.3f})"
     for prefix, name in (("val_", "val"), ("ema_val_", "ema val")):
         if f"{prefix}top1" in record:
-            line += f"  {name} top-1 {record[f'{prefix}top1']:.1f} top-5 {record[f'{prefix}top5']:.1f}"
+            line += f"  {name} top-1 {record[f'{prefix}top1']:.1f}" + (f" top-5 {record[f'{prefix}top5']:.1f}" if top5 else "")
     skipped = record["skipped"] + record.get("val_skipped", 0)
     return line + (f"  skipped {skipped} unreadable" if skipped else "") + f"  ({record['seconds']:.0f} s)"
 
@@ -710,7 +713,7 @@ def fit(
         record["seconds"] = time.perf_counter() - epoch_started
         history.append(record)
         if cfg.log_epochs and rank == 0:
-            tqdm.write(describe_epoch(record, cfg.epochs))
+            tqdm.write(describe_epoch(record, cfg.epochs, top5=model.num_classes > 5))
         if out_dir is not None and rank == 0:
             save_checkpoint(out_dir, trainer, history, settings)
     ema = trainer.ema.module if trainer.ema is not None else None

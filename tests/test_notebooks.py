@@ -115,18 +115,23 @@ def test_03_airplanes_warmup(tmp_path):
 
 
 def test_04_kinetics600_movinet_under_torchrun(tmp_path):
-    synthetic = {"classes": 3, "train_per_class": 4, "val_per_class": 2, "seed": 1}
+    synthetic = {"classes": 3, "train_per_class": 4, "val_per_class": 2, "test_per_class": 2, "seed": 1}
     params = {"synthetic_root": str(tmp_path / "data"), "synthetic": synthetic, "nproc_per_node": 2, "epochs": 2,
-              "batch_size": 4, "frames": 5, "crop": 32}
+              "batch_size": 4, "frames": 5, "crop": 32, "precise_bn": 1}
     r = run_notebook(NOTEBOOKS / "04_kinetics600_movinet.ipynb", tmp_path, params)
-    assert (r["model"], r["data"], r["epochs"], r["world_size"], r["classes"]) == ("a0-stream", "synthetic", 2, 2, 3)
-    assert (tmp_path / "data" / "c3-train4-val2-seed1" / "synthetic.json").is_file()
+    assert (r["preset"], r["data"], r["epochs"], r["world_size"], r["classes"]) == ("a0s", "synthetic", 2, 2, 3)
+    assert (tmp_path / "data" / "v2-c3-train4-val2-test2-seed1-release" / "annotations" / "test.csv").is_file()
     for name in ("baseline", "grw"):
-        assert 0 <= r["top1"][name] <= 100 and r["top5"][name] == 100  # three classes: always in the top 5
         history = r["history"][name]
         assert [h["epoch"] for h in history] == [1, 2] and all(h["val_n"] == 6 for h in history)
         assert (tmp_path / name / "checkpoint.pt").is_file()
         assert len((tmp_path / name / "metrics.jsonl").read_text().splitlines()) == 2
+        for weights in ("raw", "ema"):
+            scores = r["evaluate"][f"{name} {weights}"]
+            # 6 test videos of 10 s: 50 frames at 5 fps, cut into 10 clips of 5 frames each
+            assert (scores["split"], scores["weights"], scores["videos"], scores["clips"]) == ("test", weights, 6, 60)
+            assert all(0 <= scores[key] <= 1 for key in ("top1", "top5", "video_top1"))
+            assert (tmp_path / f"evaluate_{name}_{weights}.json").is_file()
     assert r["history"]["baseline"][0]["train_grw"] == 0 and r["history"]["grw"][0]["train_grw"] > 0
     assert r["gmacs"]["paper input"] == pytest.approx(2.45, rel=0.03)  # A0-stream at 50×172², GRW head included
     assert set(r["seconds"]) == {"data", "baseline", "grw", "total"}

@@ -919,9 +919,9 @@ def synthetic_video(
     Class ``k`` drifts at a speed drawn from its band (:func:`_speed_band`: 4–5 % of the frame width per
     second for class 0, doubling per class for four classes, up to 32–40 %), in a uniformly random direction,
     from a random offset. Any single frame is a shifted random texture, so only the motion carries the
-    class, and a flip or reversing time keeps it. (A stand-in that coded the class in the heading stayed at
-    chance for a MoViNet-A0-stream trained from scratch for minutes: its 2+1-D filters are separable in space
-    and time, which sees temporal frequency, hence speed, directly, but a direction only through combinations.)
+    class, and a flip or reversing time keeps it. Speed rather than heading: the 2+1-D filters of a MoViNet
+    stream model are separable in space and time, so they see a temporal frequency, hence a speed, directly,
+    and a direction only through combinations, which a short from-scratch run does not reach.
     """
     rng = np.random.default_rng((seed, SPLITS.index(split), label, index))
     heading = rng.uniform(0, 2 * math.pi)

@@ -379,15 +379,17 @@ def evaluate_checkpoint(
     data = KineticsAllClips(listing, timestamps, frames=chosen.frames, fps=chosen.fps, crop=chosen.crop, resize=chosen.resize)
     scores = evaluate_clips(model.to(device), data, data.clip_video, batch_size=batch_size, workers=workers, device=device,
                             progress=progress)
-    result = {"preset": preset.lower(), "split": split, "weights": "ema" if ema else "raw", "videos": scores["videos"],
+    name = preset.lower() if isinstance(preset, str) else f"{chosen.model}{'s' if chosen.stream else 'b'}-like input"
+    result = {"preset": name, "split": split, "weights": "ema" if ema else "raw", "videos": scores["videos"],
               "clips": scores["clips"], "dropped_short": len(data.dropped_short), "missing": len(data.missing),
               "unreadable": len(data.unreadable) + scores["unreadable_videos"],
               **{key: scores[key] for key in ("top1", "top5", "video_top1")}}
     if rank == 0:
         print(f"{result['preset']} on {root} ({split}, {result['weights']} weights; classes named by {data.classes_from})")
-        head = ("videos", "clips", "dropped short", "missing", "unreadable", "top-1 %", "top-5 %", "video top-1 %")
+        scored = ("top1", "top5", "video_top1") if len(data.classes) > 5 else ("top1", "video_top1")  # top-5 of <= 5 classes: 100 %
+        head = ("videos", "clips", "dropped short", "missing", "unreadable", *({"top1": "top-1 %", "top5": "top-5 %", "video_top1": "video top-1 %"}[key] for key in scored))
         counts = [result[key] for key in ("videos", "clips", "dropped_short", "missing", "unreadable")]
-        print(text_table(head, [[*counts, *(f"{100 * result[key]:.2f}" for key in ("top1", "top5", "video_top1"))]], "r" * 8))
+        print(text_table(head, [[*counts, *(f"{100 * result[key]:.2f}" for key in scored)]], "r" * len(head)))
         if json_path is not None:
             write_atomic(json_path, json.dumps(result, indent=2) + "\n")
     return result
