@@ -8,10 +8,13 @@ seed is a paired measurement; :func:`summarize_study` reports its mean and 95 % 
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -116,21 +119,37 @@ def train_and_score(
 
 def run_study(
     pool: AirplanesDataset, score: ClipDataset, settings: RunSettings, *, sizes: Sequence[int], seeds: Sequence[int],
-    arms: Mapping[str, float], progress: bool = True,
+    arms: Mapping[str, float], processes: int = 1, progress: bool = True,
 ) -> dict[str, dict[int, list[Trained]]]:
     """``runs[arm][size][i]``: every arm (a name → its λ) trained on the same ``size`` clips of ``pool`` for ``seeds[i]``.
 
     The clips of a (size, seed) are a class-balanced draw from ``pool`` seeded by the seed; all arms of it share them.
+    ``processes > 1`` trains that many runs at once, in spawned processes with this process's thread count: every
+    run is seeded on its own, so the results are the same as one after another.
     """
-    runs: dict[str, dict[int, list[Trained]]] = {arm: {size: [] for size in sizes} for arm in arms}
-    with tqdm(total=len(sizes) * len(seeds) * len(arms), desc="runs", disable=not progress) as bar:
-        for size in sizes:
-            for seed in seeds:
-                train = pool.subset(size, seed)
-                for arm, lam in arms.items():
-                    runs[arm][size].append(train_and_score(train, score, settings, seed=seed, lam=lam))
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    jobs = [(arm, size, i) for size in sizes for i in range(len(seeds)) for arm in arms]
+    runs: dict[str, dict[int, list[Trained]]] = {arm: {size: [None] * len(seeds) for size in sizes} for arm in arms}
+
+    def inputs(size: int, i: int) -> tuple:
+        return pool.subset(size, seeds[i]), score, settings
+
+    with tqdm(total=len(jobs), desc="runs", disable=not progress) as bar:
+        if processes == 1:
+            for arm, size, i in jobs:
+                runs[arm][size][i] = train_and_score(*inputs(size, i), seed=seeds[i], lam=arms[arm])
+                bar.update()
+        else:
+            context = multiprocessing.get_context("spawn")  # not fork: the parent's thread pools do not survive a fork
+            with ProcessPoolExecutor(processes, mp_context=context, initializer=torch.set_num_threads,
+                                     initargs=(torch.get_num_threads(),)) as workers:
+                futures = [(arm, size, i, workers.submit(train_and_score, *inputs(size, i), seed=seeds[i], lam=arms[arm]))
+                           for arm, size, i in jobs]
+                for arm, size, i, future in futures:
+                    runs[arm][size][i] = future.result()
                     bar.update()
-    return runs
+    return runs  # type: ignore[return-value]  # every slot filled
 
 
 def summarize_study(

@@ -10,7 +10,7 @@ from grw.data.airplanes import AirplanesConfig, AirplanesDataset, render_airplan
 from grw.loss import GRWLoss
 from grw.metrics import effective_rank, paired_difference, student_t_quantile, velocity_direction_probe, window_smoothness
 from grw.recipes.airplanes import AirplanesModel, build_model
-from grw.study import PRESETS, GRWTerm, RunSettings, resolve_parameters, summarize_study, train_and_score
+from grw.study import PRESETS, GRWTerm, RunSettings, resolve_parameters, run_study, summarize_study, train_and_score
 from grw.train import fit, seed_everything
 
 
@@ -114,3 +114,20 @@ def test_the_baseline_logs_the_grw_loss_without_being_trained_on_it():
     untouched = fit(build_model(settings.model, 3), train, None, settings.config(12, 0))  # no regularizer at all
     assert [h["train_ce"] for h in untouched.history] == [h["train_ce"] for h in baseline.history]  # trained the same
     assert 0 <= baseline.accuracy <= 1 and baseline.predictions.embeddings.shape == (12, 10, 8)
+
+
+def test_runs_in_several_processes_equal_runs_one_after_another():
+    config = AirplanesConfig(n_train=24, n_test=6, frames=10, size=16, seed=3)
+    rendered = render_airplanes(config, "train", progress=False)
+    pool = AirplanesDataset(rendered["videos"], rendered["labels"])
+    settings = RunSettings(AirplanesModel(embed_dim=8, width=4, stages=2, head_heads=2), steps=3, batch_size=4)
+    study = dict(sizes=[9, 12], seeds=[0, 1], arms={"baseline": 0.0, "grw": 0.1}, progress=False)
+    serial = run_study(pool, pool, settings, **study)
+    parallel = run_study(pool, pool, settings, processes=2, **study)
+    for arm in study["arms"]:
+        for size in study["sizes"]:
+            for one, other in zip(serial[arm][size], parallel[arm][size]):
+                assert one.accuracy == other.accuracy and one.history[-1]["train_loss"] == other.history[-1]["train_loss"]
+                assert torch.equal(one.predictions.logits, other.predictions.logits)
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        run_study(pool, pool, settings, processes=0, **study)
