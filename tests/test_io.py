@@ -66,19 +66,9 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [".metrics.jsonl.tmp123456"]
 
 
-class Marker:
-    """Unpickling it creates a file: a checkpoint that runs code when loaded."""
-
-    def __init__(self, path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
-
-
-def test_load_checkpoint_never_runs_code_and_names_what_is_wrong(tmp_path):
-    marker = tmp_path / "code-ran"
-    torch.save({"model": {"w": torch.ones(2)}, "hook": Marker(marker)}, tmp_path / "evil.pt")
+def test_load_checkpoint_never_runs_code_and_names_what_is_wrong(tmp_path, code_running):
+    hook, marker = code_running
+    torch.save({"model": {"w": torch.ones(2)}, "hook": hook}, tmp_path / "evil.pt")
     with pytest.raises(UnreadableCheckpoint, match=r"evil.pt holds objects other than tensors .* could run code, so it was not loaded \(it calls for io.open\)"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()

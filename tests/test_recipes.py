@@ -198,19 +198,9 @@ def test_kinetics_model_loads_published_weights_and_every_parameter_trains(tmp_p
         build_model(KineticsModel(init_checkpoint=str(tmp_path / "checkpoint.pt"), embed_dim=32), 7)
 
 
-class Marker:
-    """Unpickling it creates a file: a checkpoint that runs code when loaded."""
-
-    def __init__(self, path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
-
-
-def test_an_init_checkpoint_that_runs_code_or_is_not_weights_is_refused(tmp_path):
-    marker = tmp_path / "code-ran"
-    torch.save({"model": {}, "config": {}, "hook": Marker(marker)}, tmp_path / "download.pt")
+def test_an_init_checkpoint_that_runs_code_or_is_not_weights_is_refused(tmp_path, code_running):
+    hook, marker = code_running
+    torch.save({"model": {}, "config": {}, "hook": hook}, tmp_path / "download.pt")
     with pytest.raises(UnreadableCheckpoint, match="download.pt holds objects other than tensors .* could run code"):
         build_model(KineticsModel(init_checkpoint=str(tmp_path / "download.pt")), 5)
     assert not marker.exists()

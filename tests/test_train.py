@@ -154,19 +154,9 @@ def test_resume_refuses_other_settings_but_not_other_display_or_length(tmp_path)
     assert [h["epoch"] for h in resumed.history] == [1, 2]
 
 
-class Marker:
-    """Unpickling it creates a file: a checkpoint that runs code when loaded."""
-
-    def __init__(self, path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
-
-
-def test_a_checkpoint_that_runs_code_is_refused_on_resume_and_nothing_runs(tmp_path):
-    marker = tmp_path / "code-ran"
-    torch.save({"epoch": 1, "settings": {}, "history": [], "payload": Marker(marker)}, tmp_path / "checkpoint.pt")
+def test_a_checkpoint_that_runs_code_is_refused_on_resume_and_nothing_runs(tmp_path, code_running):
+    hook, marker = code_running
+    torch.save({"epoch": 1, "settings": {}, "history": [], "payload": hook}, tmp_path / "checkpoint.pt")
     with pytest.raises(UnreadableCheckpoint, match="could run code"):
         fit(toy_model(), ToyClips(), None, TrainConfig(**CONFIG, out_dir=str(tmp_path), resume=True), **GRW)
     assert not marker.exists()
