@@ -155,13 +155,13 @@ def predicted_peak_bytes(form: str, W: int, T: int, K: int, P: int, itemsize: in
     * materialized: three ``[W, P, T, K]`` in the backward of the first time difference (the gradient of each
       of its two slices, scattered into zeros of full size, and their sum) + 2n;
     * Gram: the centred windows and three more ``n`` in the backward of the Gram product (one product per
-      side and their sum), the ``P`` forms ``[T, T]``, the logits and their gradient ``[W, P]``.
+      side and their sum), the ``P`` forms' ``T(T+1)/2`` upper entries, the logits and their gradient ``[W, P]``.
     """
     n = W * T * K
     elements = {
         "loop": P * W * (T - 2) * K + 4 * n,
         "materialized": 3 * W * P * T * K + 2 * n,
-        "Gram": 4 * n + P * T * T + 2 * W * P,
+        "Gram": 4 * n + P * T * (T + 1) // 2 + 2 * W * P,
     }
     if form not in elements:
         raise ValueError(f"form must be one of {list(elements)}, got {form!r}")

@@ -16,8 +16,8 @@ Two implementations compute the same value:
 * :func:`grw_loss_reference` materializes every permuted window ``[W, P, T, K]`` and takes second
   differences: readable, and the definition the tests check against.
 * :func:`grw_loss` never builds that tensor. ``Σ_t ||a^π_t||² = Σ_ij M_π[i, j] G[i, j]`` with
-  ``G = Z Zᵀ`` the window's ``T×T`` Gram matrix and ``M_π = P_πᵀ D2ᵀ D2 P_π``, so all logits are one
-  ``[W, T²] @ [T², P]`` product.
+  ``G = Z Zᵀ`` the window's ``T×T`` Gram matrix and ``M_π = P_πᵀ D2ᵀ D2 P_π``. Both are symmetric, so their
+  ``U = T(T+1)/2`` entries on and above the diagonal say it all: the logits are one ``[W, U] @ [U, P]`` product.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ __all__ = [
     "grw_loss_reference",
     "ordering_forms",
     "permutations",
+    "upper",
+    "upper_forms",
     "windows",
 ]
 
@@ -117,10 +119,11 @@ def permutations(
     # of the softmax's denominator over all orderings, which holds the identity too (a draw of it, chance
     # 1/(T-1)! per row, adds a second copy of the true logit), as in the authors' code.
     draw_device = generator.device if generator is not None else device
-    keys = torch.randint(2**31 - 1, (max_perms - 1, T - 1), generator=generator, device=draw_device, dtype=torch.int32)
-    rest = keys.argsort(dim=1) + 1  # integer keys: fewer ties than float32, and a faster sort
-    identity = torch.arange(1, T, device=draw_device)
-    return F.pad(torch.cat([identity[None], rest]), (1, 0)).to(device)  # frame 0 first
+    keys = torch.empty(max_perms, T, dtype=torch.int32, device=draw_device).random_(generator=generator)  # [0, 2³¹)
+    keys[:, 0] = -1  # the smallest key: frame 0 sorts first
+    keys[0] = torch.arange(T, dtype=torch.int32, device=draw_device)  # sorted keys: row 0 is the identity
+    perms = keys.argsort(dim=1)  # integer keys: fewer ties than float32, and a faster sort
+    return perms.to(device)
 
 
 def difference_matrix(
@@ -130,27 +133,63 @@ def difference_matrix(
     return torch.eye(T, dtype=dtype, device=device).diff(n=order, dim=0)
 
 
-def ordering_forms(perms: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
-    """``M_π = P_πᵀ D2ᵀ D2 P_π`` for each ordering ``[P, T]``: ``[P, T, T]`` on ``perms.device``, so that ``Σ_t ||a^π_t||² = <M_π, Z Zᵀ>``."""
-    P, T = perms.shape
-    rows, cols, values = _acceleration_band(T, dtype, perms.device)
-    # (P_π z)_t = z_{π(t)}, hence M_π[π(a), π(b)] = Q[a, b]: one scatter of Q's band (|a - b| <= 2) into those places.
-    frames = perms.T.contiguous()  # [T, P]: whole rows to gather
-    places = frames.index_select(0, rows) * T + frames.index_select(0, cols)  # [5T - 6, P]
-    return values.new_zeros(P, T * T).scatter_(1, places.T, values.expand(P, -1)).view(P, T, T)
+class _Pairs(NamedTuple):
+    """The ``U = T(T+1)/2`` entries ``(i, j)``, ``i <= j``, of a symmetric ``T×T`` matrix, in ``torch.triu_indices`` order."""
+
+    flat: Tensor  # [U]: the entries' places i·T + j in a flattened [T, T] matrix
+    of_place: Tensor  # [T²]: the entry that holds each place, (i, j) and (j, i) alike
+    weight: Tensor  # [U]: 1 on the diagonal, 2 off it, so that <A, B> = Σ_u weight_u A_u B_u for symmetric A, B
 
 
 @functools.lru_cache(maxsize=None)
-def _acceleration_band(T: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """Rows, columns and values of the non-zero band of ``Q = D2ᵀ D2`` (built once per device: no sync per call)."""
+def _pairs(T: int, device: torch.device) -> _Pairs:
+    i, j = torch.triu_indices(T, T)
+    of_place = torch.empty(T, T, dtype=torch.long)
+    of_place[i, j] = of_place[j, i] = torch.arange(len(i))
+    return _Pairs(*(t.to(device) for t in (i * T + j, of_place.flatten(), torch.where(i == j, 1.0, 2.0))))
+
+
+def upper(A: Tensor) -> Tensor:
+    """Entries on and above the diagonal of symmetric ``A [..., T, T]``: ``[..., T(T+1)/2]``, off-diagonal ones doubled.
+
+    So ``<M, A> = upper(A) · M_u`` for any symmetric ``M`` given by its own entries ``M_u`` (see :func:`upper_forms`).
+    """
+    pairs = _pairs(A.shape[-1], A.device)
+    return A.flatten(-2).index_select(-1, pairs.flat) * pairs.weight.to(A.dtype)
+
+
+def upper_forms(perms: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """The entries ``i <= j`` of ``M_π = P_πᵀ D2ᵀ D2 P_π`` for each ordering ``[P, T]``: ``[P, T(T+1)/2]`` on ``perms.device``.
+
+    ``(P_π z)_t = z_{π(t)}``, hence ``M_π[π(a), π(b)] = Q[a, b]`` with ``Q = D2ᵀ D2``, whose band ``|a - b| <= 2`` is
+    all that is non-zero: ``3T - 3`` entries per ordering, read off the orderings by slicing and scattered in one call.
+    """
+    P, T = perms.shape
+    pairs = _pairs(T, perms.device)
+    places = torch.cat([perms * (T + 1), perms[:, :-1] * T + perms[:, 1:], perms[:, :-2] * T + perms[:, 2:]], dim=1)
+    entries = pairs.of_place.index_select(0, places.view(-1)).view_as(places)  # [P, 3T - 3]
+    values = _acceleration_band(T, dtype, perms.device)  # [3T - 3]
+    return values.new_zeros(P, len(pairs.flat)).scatter_(1, entries, values.expand(P, -1))
+
+
+def ordering_forms(perms: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``M_π = P_πᵀ D2ᵀ D2 P_π`` for each ordering ``[P, T]``: ``[P, T, T]`` on ``perms.device``, so that ``Σ_t ||a^π_t||² = <M_π, Z Zᵀ>``."""
+    P, T = perms.shape
+    return upper_forms(perms, dtype)[:, _pairs(T, perms.device).of_place].view(P, T, T)
+
+
+@functools.lru_cache(maxsize=None)
+def _acceleration_band(T: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``Q = D2ᵀ D2``'s diagonal, first and second upper diagonals ``[3T - 3]`` (built once per device: no copy per call)."""
     D2 = difference_matrix(T, 2, dtype)
-    rows, cols = ((D2.T @ D2) != 0).nonzero(as_tuple=True)
-    return rows.to(device), cols.to(device), (D2.T @ D2)[rows, cols].to(device)
+    Q = D2.T @ D2
+    return torch.cat([Q.diagonal(), Q.diagonal(1), Q.diagonal(2)]).to(device)
 
 
 def _velocity_form(T: int, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
+    """``R = D1ᵀ D1`` on and above its diagonal ``[T(T+1)/2]``: ``Σ_t ||v_t||² = <R, Z Zᵀ>``."""
     D1 = difference_matrix(T, 1, dtype, device)
-    return D1.T @ D1  # Σ_t ||v_t||² = <D1ᵀD1, Z Zᵀ>
+    return (D1.T @ D1).flatten().index_select(0, _pairs(T, D1.device).flat)
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,15 +200,16 @@ def _velocity_form(T: int, dtype: torch.dtype = torch.float64, device: torch.dev
 def _loss_from_gram(
     gram: Tensor, forms: Tensor, velocity_form: Tensor, alpha: float, scale: Tensor | None = None
 ) -> GRWTerms:
-    """Loss terms from window Gram matrices ``[W, T, T]``, ordering forms ``[P, T, T]`` and ``D1ᵀD1 [T, T]``.
+    """Loss terms from window Gram matrices ``[W, T, T]`` and, on and above their diagonals, the ordering forms
+    ``[P, T(T+1)/2]`` (:func:`upper_forms`) and ``D1ᵀD1 [T(T+1)/2]``.
 
     ``scale [W]``, if given, is the unit of each window's Gram matrix (the true Gram is ``scale · gram``); it is
     applied to the ``[W, P]`` logits in float64, where no finite float32 input can overflow.
     """
-    W, T, _ = gram.shape
-    flat = gram.reshape(W, T * T)
-    logits = -0.5 * flat @ forms.reshape(-1, T * T).T  # [W, P]
-    velocity = 0.5 * flat @ velocity_form.reshape(T * T)  # [W]
+    W = len(gram)
+    entries = upper(gram)  # [W, T(T+1)/2]: G is symmetric, so half of it (doubled off the diagonal) is all of it
+    logits = -0.5 * entries @ forms.T  # [W, P]
+    velocity = 0.5 * entries @ velocity_form  # [W]
     if scale is not None:
         wide = _wide_dtype(gram.device)
         logits, velocity = logits.to(wide) * scale[:, None], velocity.to(wide) * scale
@@ -226,7 +266,7 @@ def grw_loss(
     perms = permutations(T, max_perms, generator, device=Z.device)
     dtype = _compute_dtype(Z)
     with torch.autocast(Z.device.type, enabled=False):
-        forms = ordering_forms(perms, dtype)
+        forms = upper_forms(perms, dtype)
         gram, scale = _gram(Z, T)
         terms = _loss_from_gram(gram, forms, _velocity_form(T, dtype, Z.device), alpha, scale)
     return terms if return_terms else terms.loss
@@ -273,9 +313,9 @@ class GRWLoss(nn.Module):
         _check_settings(T, alpha, max_perms)
         self.T, self.alpha, self.max_perms, self.check_finite = T, alpha, max_perms, check_finite
         self.exhaustive = T <= EXHAUSTIVE_MAX_T or max_perms >= math.factorial(T - 1)
-        forms = ordering_forms(permutations(T, max_perms), torch.float32) if self.exhaustive else torch.empty(0, T, T)
-        self.register_buffer("forms", forms, persistent=False)  # [P, T, T]
-        self.register_buffer("velocity_form", _velocity_form(T, torch.float32), persistent=False)  # [T, T]
+        forms = upper_forms(permutations(T, max_perms), torch.float32) if self.exhaustive else torch.empty(0, T * (T + 1) // 2)
+        self.register_buffer("forms", forms, persistent=False)  # [P, T(T+1)/2]
+        self.register_buffer("velocity_form", _velocity_form(T, torch.float32), persistent=False)  # [T(T+1)/2]
 
     def extra_repr(self) -> str:
         return f"T={self.T}, alpha={self.alpha}, max_perms={self.max_perms}, check_finite={self.check_finite}"
@@ -290,7 +330,7 @@ class GRWLoss(nn.Module):
             if self.exhaustive:
                 forms = self.forms.to(dtype)
             else:
-                forms = ordering_forms(permutations(self.T, self.max_perms, generator, device=Z.device), dtype)
+                forms = upper_forms(permutations(self.T, self.max_perms, generator, device=Z.device), dtype)
             gram, scale = _gram(Z, self.T)
             terms = _loss_from_gram(gram, forms, self.velocity_form.to(dtype), self.alpha, scale)
         return terms if return_terms else terms.loss

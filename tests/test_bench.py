@@ -79,7 +79,7 @@ def test_predicted_peak_bytes_of_each_form_and_a_clear_error_for_another():
     W, T, K, P = 8, 5, 16, 24
     n = W * T * K
     assert bench.predicted_peak_bytes("loop", W, T, K, P) == 4 * (P * W * 3 * K + 4 * n)
-    assert bench.predicted_peak_bytes("Gram", W, T, K, P, itemsize=8) == 8 * (4 * n + P * T * T + 2 * W * P)
+    assert bench.predicted_peak_bytes("Gram", W, T, K, P, itemsize=8) == 8 * (4 * 640 + 24 * 15 + 2 * 8 * 24)  # U = 15 upper entries at T = 5
     with pytest.raises(ValueError, match="form must be one of"):
         bench.predicted_peak_bytes("gram", W, T, K, P)
 

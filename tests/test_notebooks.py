@@ -74,7 +74,7 @@ def test_02_vectorized_implementation(tmp_path):
     for check in r["gradient_checks"].values():  # the derived gradient of the Gram form
         assert check["gradcheck"] and check["max_relative_difference_to_autograd"] < 1e-12
         assert check["window_sums"] < 1e-12 and check["trailing_frame"] == 0
-    assert r["gram_macs_per_window"]["backward, derived"] == 5**2 * 24 + 5**2 * 32  # T²P + T²K at T = 5, K = 32, P = 24
+    assert r["gram_macs_per_window"]["backward, derived"] == 15 * 24 + 5**2 * 32  # UP + T²K at T = 5 (U = 15), K = 32, P = 24
     sweeps = r["sweeps"]["cpu"]
     assert set(sweeps["T"]) == {"3", "5"} and set(sweeps["K"]) == {"16", "64"} and set(sweeps["B"]) == {"4", "8"}
     for row in sweeps["T"].values():
