@@ -17,6 +17,7 @@ import math
 import multiprocessing
 import platform
 import statistics
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -85,10 +86,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def seconds_per_call(fn: Callable[[], Any], min_run_time: float = 1.0, num_threads: int = 1) -> float:
-    """Median seconds per call of ``fn`` (``torch.utils.benchmark``, synchronising CUDA) on ``num_threads`` CPU threads."""
-    from torch.utils import benchmark  # imported here: it pulls in the C++-extension toolchain
+    """Median seconds per call of ``fn`` (``torch.utils.benchmark``) on ``num_threads`` CPU threads.
 
-    timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=num_threads)
+    The accelerator is synchronised at every reading only where it may hold work: where this process has started
+    CUDA (or on MPS). A CPU measurement never touches CUDA, which in a process forked from one that had started
+    it is an error (the fresh processes of :func:`fresh_processes` on a GPU machine).
+    """
+    from torch.utils import benchmark  # imported here: it pulls in the C++-extension toolchain
+    from torch.utils.benchmark.utils.timer import timer as synchronising_timer
+
+    accelerator_busy = torch.cuda.is_initialized() or torch.backends.mps.is_available()
+    timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=num_threads,
+                            timer=synchronising_timer if accelerator_busy else time.perf_counter)
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
@@ -388,7 +397,6 @@ def bench_loss(device: str = "cpu", json_path: Path | None = None) -> dict:
 
 def bench_airplanes(device: str = "cpu", json_path: Path | None = None) -> dict:
     """Rendering speed of the default Airplanes dataset (1,000 + 100 videos), without touching the cache."""
-    import time
 
     from grw.data.airplanes import AirplanesConfig, render_airplanes
 
@@ -435,7 +443,6 @@ def _training_step(model: nn.Module, video: torch.Tensor, labels: torch.Tensor, 
 
 def _movinet_case(kind: str, stream: bool, compiled: bool, channels_last: bool, device: str) -> dict[str, Any]:
     """One MoViNet-A0 measurement: a training step (``kind="train"``) or a streamed frame (``kind="stream"``)."""
-    import time
 
     from grw.models.movinet import create_movinet
 
@@ -526,7 +533,6 @@ KINETICS_STEP_BATCH = 2
 
 def _loader_case(root: str, training: bool, clips: int) -> dict[str, float]:
     """Clips/s of one data-loading worker (one process, one thread) over the paper's A0 input."""
-    import time
 
     from grw.data.kinetics import kinetics_dataset
 
@@ -544,7 +550,6 @@ def _loader_case(root: str, training: bool, clips: int) -> dict[str, float]:
 
 def _kinetics_step_case(variant: str, device: str, repeats: int) -> list[float]:
     """Seconds of ``repeats`` training steps of A0-stream on ``[2, 3, 50, 172, 172]``: published classifier or GRW head."""
-    import time
 
     from grw.loss import GRWLoss
     from grw.models.movinet import create_movinet

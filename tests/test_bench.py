@@ -120,3 +120,13 @@ def test_cuda_events_time_the_device_not_the_launch():
     short, long = (bench.cuda_seconds_per_call(lambda c=c: torch.cuda._sleep(c), min_run_time=0.2)
                    for c in (10**6, 2 * 10**6))
     assert 1.6 < long / short < 2.4
+
+
+def test_cpu_timing_never_touches_the_accelerator(monkeypatch):
+    # in a process forked from one that started CUDA, touching CUDA is an error: a CPU measurement must not sync it
+    def touched(*args):
+        raise RuntimeError("the accelerator was synchronised")
+
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "synchronize", touched)
+    assert bench.seconds_per_call(lambda: torch.ones(4).sum(), min_run_time=0.01) > 0
