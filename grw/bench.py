@@ -331,11 +331,12 @@ def measure_loss_forms(
         return [run(loss_form_case, *job) for job in jobs]
 
 
-def _tiny_call_case(device: str) -> dict[int, float]:
+def _tiny_call_case(device: str, rounds: int = 7) -> dict[int, float]:
     """Seconds per forward + backward ``GRWLoss(T)`` call on a tiny ``Z [2, 16, 8]``, one thread, for T = 7, 8, 16.
 
-    Timed in this process, whose allocator is warm like a training process's: in a freshly spawned one, glibc
-    maps the T = 16 call's megabyte temporaries anew each call (zeroed pages), which made it 2-3× slower here.
+    Median over ``rounds`` interleaved rounds (T = 7, 8, 16, then again), so that a machine whose speed drifts
+    during the run moves all three alike. Timed in this process, whose allocator is warm like a training
+    process's: in a freshly spawned one, glibc maps the call's larger temporaries anew each call (zeroed pages).
     """
     from grw.loss import GRWLoss
 
@@ -344,7 +345,7 @@ def _tiny_call_case(device: str) -> dict[int, float]:
     torch.manual_seed(0)
     Z = torch.randn(2, 16, 8, device=device, requires_grad=True)
 
-    def time_call(T: int) -> float:
+    def call(T: int) -> Callable[[], None]:
         loss_fn = GRWLoss(T).to(device)
 
         def step() -> None:
@@ -352,10 +353,15 @@ def _tiny_call_case(device: str) -> dict[int, float]:
             Z.grad = None
 
         step()  # warm-up
-        return seconds_per_call(step, min_run_time=0.5)
+        return step
 
     try:
-        return {T: time_call(T) for T in (7, 8, 16)}
+        steps = {T: call(T) for T in (7, 8, 16)}
+        seconds: dict[int, list[float]] = {T: [] for T in steps}
+        for _ in range(rounds):
+            for T, step in steps.items():
+                seconds[T].append(seconds_per_call(step, min_run_time=0.1))
+        return {T: statistics.median(times) for T, times in seconds.items()}
     finally:
         torch.set_num_threads(threads)
 

@@ -27,6 +27,7 @@ import itertools
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -122,7 +123,10 @@ def permutations(
     keys = torch.empty(max_perms, T, dtype=torch.int32, device=draw_device).random_(generator=generator)  # [0, 2³¹)
     keys[:, 0] = -1  # the smallest key: frame 0 sorts first
     keys[0] = torch.arange(T, dtype=torch.int32, device=draw_device)  # sorted keys: row 0 is the identity
-    perms = keys.argsort(dim=1)  # integer keys: fewer ties than float32, and a faster sort
+    if keys.device.type == "cpu":  # numpy sorts short rows with SIMD sorting networks: about twice torch's speed
+        perms = torch.from_numpy(np.argsort(keys.numpy(), axis=1))
+    else:
+        perms = keys.argsort(dim=1)
     return perms.to(device)
 
 
@@ -166,7 +170,10 @@ def upper_forms(perms: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
     """
     P, T = perms.shape
     pairs = _pairs(T, perms.device)
-    places = torch.cat([perms * (T + 1), perms[:, :-1] * T + perms[:, 1:], perms[:, :-2] * T + perms[:, 2:]], dim=1)
+    places = perms.new_empty(P, 3 * T - 3)  # flat places a·T + b of (π(s), π(s + d)), d = 0, 1, 2, written in place
+    torch.mul(perms, T + 1, out=places[:, :T])
+    torch.add(perms[:, 1:], perms[:, :-1], alpha=T, out=places[:, T : 2 * T - 1])
+    torch.add(perms[:, 2:], perms[:, :-2], alpha=T, out=places[:, 2 * T - 1 :])
     entries = pairs.of_place.index_select(0, places.view(-1)).view_as(places)  # [P, 3T - 3]
     values = _acceleration_band(T, dtype, perms.device)  # [3T - 3]
     return values.new_zeros(P, len(pairs.flat)).scatter_(1, entries, values.expand(P, -1))
