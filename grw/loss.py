@@ -120,9 +120,11 @@ def permutations(
     # of the softmax's denominator over all orderings, which holds the identity too (a draw of it, chance
     # 1/(T-1)! per row, adds a second copy of the true logit), as in the authors' code.
     draw_device = generator.device if generator is not None else device
-    keys = torch.empty(max_perms, T, dtype=torch.int32, device=draw_device).random_(generator=generator)  # [0, 2³¹)
-    keys[:, 0] = -1  # the smallest key: frame 0 sorts first
-    keys[0] = torch.arange(T, dtype=torch.int32, device=draw_device)  # sorted keys: row 0 is the identity
+    # Random sort keys in [0, 2³¹) (integers tie less often than float32's 2²⁴ values in [0, 1)); frame 0 gets the
+    # smallest key in every row, and row 0 gets sorted keys, so that it is the identity.
+    keys = torch.empty(max_perms, T, dtype=torch.int32, device=draw_device).random_(generator=generator)
+    keys[:, 0] = -1
+    keys[0] = torch.arange(T, dtype=torch.int32, device=draw_device)
     if keys.device.type == "cpu":  # numpy sorts short rows with SIMD sorting networks: about twice torch's speed
         perms = torch.from_numpy(np.argsort(keys.numpy(), axis=1))
     else:
