@@ -50,7 +50,7 @@ import os
 import shutil
 import statistics
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -257,10 +257,16 @@ def probe_timestamps(paths: Sequence[Path], *, workers: int = 0, progress: bool 
     return list(tqdm(loader, desc="reading timestamps", total=len(paths), leave=False, disable=not progress))
 
 
-def _to_item(clip: Tensor, transform: v2.Transform) -> Tensor:
-    """uint8 frames ``[T, H, W, 3]`` → transformed float ``[3, T, crop, crop]``."""
+def _read_item(read: Callable[[], Tensor], path: Path, transform: v2.Transform, label: int) -> tuple[Tensor, int] | None:
+    """``(video [3, T, crop, crop], label)`` from the uint8 frames ``[T, H, W, 3]`` that ``read()`` returns, transformed;
+    ``None`` (logged) where ``path`` cannot be read: dropped and counted by :func:`grw.train.collate_clips`."""
+    try:
+        clip = read()
+    except (av.error.FFmpegError, OSError, UnreadableVideo) as error:
+        logger.info("skipping unreadable video %s: %s", path, error)
+        return None
     video = transform(tv_tensors.Video(clip.permute(0, 3, 1, 2)))
-    return video.as_subclass(Tensor).transpose(0, 1).contiguous()
+    return video.as_subclass(Tensor).transpose(0, 1).contiguous(), label
 
 
 def eval_resize(crop: int) -> int:
@@ -609,12 +615,9 @@ class KineticsClips(Dataset):
         with torch.random.fork_rng(devices=[]):
             if self.training:
                 torch.manual_seed(int(np.random.SeedSequence((self.seed, self.epoch, index)).generate_state(1)[0]))
-            try:
-                clip = read_clip(path, self.frames, self.fps, position=torch.rand(()).item() if self.training else 0.0)
-            except (av.error.FFmpegError, OSError, UnreadableVideo) as error:
-                logger.info("skipping unreadable video %s: %s", path, error)  # dropped and counted by grw.train.collate_clips
-                return None
-            return _to_item(clip, self.transform), info["label"]
+            position = torch.rand(()).item() if self.training else 0.0
+            return _read_item(lambda: read_clip(path, self.frames, self.fps, position=position), Path(path),
+                              self.transform, info["label"])
 
 
 def kinetics_dataset(
@@ -708,12 +711,8 @@ class KineticsAllClips(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int] | None:
         video = int(self.clip_video[index])
-        try:
-            clip = read_frames(self.paths[video], self.clip_pts[index].tolist())
-        except (av.error.FFmpegError, OSError, UnreadableVideo) as error:
-            logger.info("skipping an unreadable clip of %s: %s", self.paths[video], error)
-            return None
-        return _to_item(clip, self.transform), self.labels[video]
+        path = self.paths[video]
+        return _read_item(lambda: read_frames(path, self.clip_pts[index].tolist()), path, self.transform, self.labels[video])
 
 
 def kinetics_all_clips(
