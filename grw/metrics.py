@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -18,6 +18,8 @@ __all__ = [
     "gmacs",
     "mean_squared_acceleration",
     "paired_difference",
+    "pose_tracking",
+    "prefix_accuracy",
     "standardize",
     "straightness",
     "student_t_quantile",
@@ -166,6 +168,43 @@ def window_smoothness(Z: Tensor, T: int) -> dict[str, float]:
         "straightness_within": straightness(Z.reshape(-1, T, Z.shape[2])),
         "straightness_across": straightness(across.flatten(0, 1)),
     }
+
+
+def _ranks(x: Tensor) -> Tensor:
+    """Ranks ``0 … n-1`` of the values ``x [n]``, equal values sharing their average rank (as Spearman's ρ needs)."""
+    ranks = torch.empty_like(x)
+    ranks[x.argsort()] = torch.arange(len(x), dtype=x.dtype)
+    _, tie = torch.unique(x, return_inverse=True)
+    return torch.zeros_like(x).index_add_(0, tie, ranks)[tie] / torch.bincount(tie).to(x.dtype)[tie]
+
+
+def pose_tracking(Z: Tensor, angles: Tensor) -> float:
+    """Spearman correlation between distance in ``Z [n, N, K]`` and the angle between poses, over every pair of frames.
+
+    ``angles [n, N, N]``: the angle between the poses of frames ``s`` and ``t`` of each clip. The channels are
+    standardized first (:func:`standardize`); the pairs ``s < t`` of all clips are pooled, so 1 means that a larger turn
+    always moves the embedding further, whichever the clip. Equal values share their average rank.
+    """
+    if Z.ndim != 3 or angles.shape != (*Z.shape[:2], Z.shape[1]) or Z.shape[1] < 2:
+        raise ValueError(f"expected Z [n, N >= 2, K] and angles [n, N, N], got {tuple(Z.shape)} and "
+                         f"{tuple(angles.shape)}")
+    Z = standardize(Z).double()
+    s, t = torch.triu_indices(Z.shape[1], Z.shape[1], offset=1)
+    distance = (Z[:, t] - Z[:, s]).norm(dim=-1).flatten()
+    ranks = torch.stack([_ranks(distance), _ranks(angles[:, s, t].double().flatten())])
+    return float(torch.corrcoef(ranks)[0, 1])
+
+
+def prefix_accuracy(classify: Callable[[Tensor], Tensor], Z: Tensor, labels: Tensor) -> list[float]:
+    """Accuracy after each number of frames seen, ``[acc(Z[:, :1]), …, acc(Z[:, :N])]``, of ``Z [n, N, K]``, ``labels``.
+
+    ``classify`` maps embeddings ``[n, m, K]`` to logits (e.g. :meth:`grw.models.GRWVideoClassifier.classify`); with a
+    causal encoder, whose frame ``t`` sees frames ``<= t`` only, this is the online prediction after each frame.
+    """
+    if Z.ndim != 3 or labels.shape != Z.shape[:1]:
+        raise ValueError(f"expected Z [n, N, K] and labels [n], got {tuple(Z.shape)} and {tuple(labels.shape)}")
+    with torch.no_grad():
+        return [float((classify(Z[:, :m]).argmax(dim=1) == labels).double().mean()) for m in range(1, Z.shape[1] + 1)]
 
 
 def velocity_direction_probe(Z: Tensor, labels: Tensor, T: int, *, folds: int = 5, seed: int = 0, l2: float = 1e-3) -> float:

@@ -10,8 +10,8 @@ import torch
 from matplotlib.axes import Axes
 from torch import Tensor
 
-__all__ = ["CLASS_COLORS", "pca_project", "plot_clip_grid", "plot_confusion", "plot_learning_curves", "plot_study",
-           "plot_trajectories"]
+__all__ = ["ARM_STYLES", "CLASS_COLORS", "ENCODER_COLORS", "pca_project", "plot_clip_grid", "plot_confusion",
+           "plot_learning_curves", "plot_study", "plot_trajectories"]
 
 CLASS_COLORS = ("tab:green", "tab:blue", "tab:red", "tab:orange", "tab:purple")  # the paper's yaw, pitch, roll
 
@@ -84,38 +84,45 @@ def plot_clip_grid(
     return fig
 
 
-def plot_study(
-    study: Mapping[str, Any], arms: Sequence[tuple[str, str]] = (("baseline", "tab:gray"), ("grw", "tab:purple"))
-) -> plt.Figure:
-    """Accuracy against training-set size for each arm (mean, 95 % band, per-seed pairs joined) and the paired gain.
+ENCODER_COLORS = {"per_frame": "tab:orange", "causal": "tab:blue"}
+ARM_STYLES = {"baseline": "--", "grw": "-"}
 
-    ``study`` is the ``study`` entry of a results.json (see :func:`grw.study.summarize_study`).
+
+def plot_study(study: Mapping[str, Any], arms: Mapping[str, str] = ARM_STYLES) -> plt.Figure:
+    """Accuracy against training-set size, one line per (encoder, arm) with its 95 % band and seeds, and each encoder's
+    paired gain (mean and 95 % interval).
+
+    ``study`` is the ``study`` entry of a results.json (see :func:`grw.study.summarize_study`); ``arms`` maps each arm
+    to its line style, the encoders get their colours from ``ENCODER_COLORS``.
     """
     from grw.metrics import paired_difference
 
-    sizes = study["sizes"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for offset, (arm, color) in zip((-0.04, 0.04), arms):
-        per_size = [[100 * a for a in study[arm][str(size)]] for size in sizes]
-        means = [sum(v) / len(v) for v in per_size]
-        bands = [paired_difference(v, [0.0] * len(v))["ci95"] for v in per_size]  # the mean's own 95 % interval
-        left.plot(sizes, means, "-o", color=color, label=arm, lw=2)
-        left.fill_between(sizes, [b[0] for b in bands], [b[1] for b in bands], color=color, alpha=0.2)
-        for size, values in zip(sizes, per_size):
-            left.scatter([size * 10**offset] * len(values), values, color=color, s=10, alpha=0.7)
-    (first, _), (second, _) = arms
-    for size in sizes:  # each seed's pair of runs, joined
-        for a, b in zip(study[first][str(size)], study[second][str(size)]):
-            left.plot([size * 10**-0.04, size * 10**0.04], [100 * a, 100 * b], color="black", lw=0.5, alpha=0.4)
-    left.set(xscale="log", xlabel="training clips", ylabel="test top-1 (%)", title="accuracy (mean, 95 % band, seeds)")
-    left.legend()
-    gains = [study["paired_gain_pp"][str(size)] for size in sizes]
-    means = [g["mean"] for g in gains]
-    right.errorbar(sizes, means, yerr=[[m - g["ci95"][0] for m, g in zip(means, gains)],
-                                       [g["ci95"][1] - m for m, g in zip(means, gains)]], fmt="o-", capsize=4, color="black")
+    sizes, encoders = study["sizes"], study["encoders"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for e, (encoder, result) in enumerate(encoders.items()):
+        color = ENCODER_COLORS.get(encoder, f"C{e}")
+        for arm, style in arms.items():
+            per_size = [[100 * a for a in result[arm][str(size)]] for size in sizes]
+            means = [sum(v) / len(v) for v in per_size]
+            bands = [paired_difference(v, [0.0] * len(v))["ci95"] for v in per_size]  # the mean's own 95 % interval
+            left.plot(sizes, means, style, marker="o", color=color, label=f"{encoder}, {arm}", lw=2)
+            left.fill_between(sizes, [b[0] for b in bands], [b[1] for b in bands], color=color,
+                              alpha=0.25 if arm == "grw" else 0.1)
+            for size, values in zip(sizes, per_size):
+                left.scatter([size] * len(values), values, color=color, s=8, alpha=0.5)
+        gains = [result["paired_gain_pp"][str(size)] for size in sizes]
+        means = [g["mean"] for g in gains]
+        shifted = [size * 10 ** (0.02 * (2 * e - len(encoders) + 1)) for size in sizes]
+        right.errorbar(shifted, means, yerr=[[m - g["ci95"][0] for m, g in zip(means, gains)],
+                                             [g["ci95"][1] - m for m, g in zip(means, gains)]],
+                       fmt="o-", capsize=4, color=color, label=encoder)
+    left.set(xscale="log", xlabel="training clips", ylabel="test top-1 (%)",
+             title=f"accuracy (mean, 95 % band, {len(study['seeds'])} seeds)")
+    left.legend(fontsize=8)
     right.axhline(0, color="gray", lw=1)
     right.set(xscale="log", xlabel="training clips", ylabel="GRW − baseline (points)",
-              title=f"paired gain per seed: mean and 95 % interval ({len(study['seeds'])} seeds)")
+              title="paired gain per encoder: mean and 95 % interval")
+    right.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

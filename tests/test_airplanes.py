@@ -14,6 +14,7 @@ from grw.data.airplanes import (
     SingleFrame,
     axis_angle,
     load_airplanes,
+    pose_angles,
     render_airplanes,
     rotation_sequences,
     sample_clips,
@@ -74,6 +75,16 @@ def test_rotations_are_orthonormal_and_turn_about_the_class_axis():
     assert (degrees >= 8).all() and (degrees <= 20).all() and (clips["speeds"] > 0).any() and (clips["speeds"] < 0).any()
     # initial poses spread over all orientations: the mean rotation matrix of uniform rotations is 0
     assert clips["poses"].mean(0).abs().max() < 0.35
+
+
+def test_pose_angles_are_the_angles_between_the_rendered_poses():
+    clips = sample_clips(AirplanesConfig(n_train=12, n_test=3, max_speed_deg=40), "train")  # turns past 180° fold back
+    R = rotation_sequences(clips["poses"], clips["labels"], clips["speeds"], 12)
+    _, between = axis_angle(R[:, :, None].transpose(-1, -2) @ R[:, None])  # [n, N, N]
+    angles = pose_angles(clips["speeds"], 12)
+    off_diagonal = ~torch.eye(12, dtype=torch.bool)  # axis_angle is undefined for no turn at all
+    assert torch.allclose(angles[:, off_diagonal], between[:, off_diagonal], atol=1e-6)
+    assert (angles.diagonal(dim1=1, dim2=2) == 0).all() and angles.max() <= torch.pi and torch.equal(angles, angles.mT)
 
 
 def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):

@@ -91,27 +91,50 @@ def test_02_vectorized_implementation(tmp_path):
 
 
 def test_03_airplanes_warmup(tmp_path):
-    params = {"sizes": [9, 12], "seeds": [0, 1], "frames": 10, "size": 16, "width": 4, "stages": 2, "K": 8, "heads": 2,
-              "steps": 4, "batch_size": 8, "n_val": 12, "n_test": 12, "ablation_size": 12, "ablation_seeds": [0, 1],
-              "lam_sweep": [1.0], "data_root": str(tmp_path / "data")}
+    params = {"sizes": [9, 12], "seeds": [3, 4], "frames": 10, "size": 16, "width": 4, "stages": 2, "K": 8, "heads": 2,
+              "steps": {"per_frame": 4, "causal": 3}, "batch_size": 8, "n_val": 12, "n_test": 12, "lam_sweep": [1.0],
+              "data_root": str(tmp_path / "data")}  # seeds and sizes alone: the ablation follows them
     r = run_notebook(NOTEBOOKS / "03_airplanes_warmup.ipynb", tmp_path, params)
-    assert r["parameters"]["size"] == 16 and r["parameters"]["seeds"] == [0, 1]
+    assert r["parameters"]["size"] == 16 and r["parameters"]["seeds"] == [3, 4]
     assert r["parameters"]["lr"] == 3e-3  # left unset: the laptop preset's
+    assert r["parameters"]["ablation_seeds"] == [3, 4] and r["parameters"]["ablation_size"] == 12  # nearest to 500
     assert (tmp_path / "data").is_dir()  # the dataset went where it was told
     study, headline = r["study"], r["headline"]
-    assert study["sizes"] == [9, 12] and study["seeds"] == [0, 1]
-    for arm in ("baseline", "grw"):
-        assert set(study[arm]) == {"9", "12"} and all(len(v) == 2 and all(0 <= a <= 1 for a in v) for v in study[arm].values())
-    for size in ("9", "12"):
-        gains = [100 * (g - b) for g, b in zip(study["grw"][size], study["baseline"][size])]
-        assert study["paired_gain_pp"][size]["mean"] == pytest.approx(sum(gains) / 2)
-    assert headline["seeds"] == 2 and headline["gain_pp"] == max(g["mean"] for g in study["paired_gain_pp"].values())
-    assert set(r["lambda_sweep"]) == {"0.0", "0.1", "1.0"}
-    assert r["lambda_sweep"]["0.0"]["accuracy"] == study["baseline"]["12"]  # the study's runs, reused
-    assert 0 <= r["single_frame_accuracy"] <= 1
-    for name in ("clips", "study", "trajectories", "clip_grid_baseline", "clip_grid_grw", "terms", "lambda_sweep"):
+    assert study["sizes"] == [9, 12] and study["seeds"] == [3, 4] and list(study["encoders"]) == ["per_frame", "causal"]
+    for result in study["encoders"].values():
+        for arm in ("baseline", "grw"):
+            assert set(result[arm]) == {"9", "12"}
+            assert all(len(v) == 2 and all(0 <= a <= 1 for a in v) for v in result[arm].values())
+        for size in ("9", "12"):
+            gains = [100 * (g - b) for g, b in zip(result["grw"][size], result["baseline"][size])]
+            assert result["paired_gain_pp"][size]["mean"] == pytest.approx(sum(gains) / 2)
+    pf, causal = study["encoders"]["per_frame"], study["encoders"]["causal"]
+    interaction = pf["paired_gain_pp"]["12"]["mean"] - causal["paired_gain_pp"]["12"]["mean"]
+    assert study["interaction_pp"]["12"]["mean"] == pytest.approx(interaction)
+    best = max((g["mean"], e, int(n)) for e, res in study["encoders"].items() for n, g in res["paired_gain_pp"].items())
+    assert headline["seeds"] == 2 and headline["gain_pp"] == best[0]
+    assert study["encoders"][headline["encoder"]]["paired_gain_pp"][str(headline["size"])]["mean"] == best[0]
+    sweep = r["lambda_sweep"]
+    assert sweep["encoder"] == "per_frame" and set(sweep) == {"encoder", "0.0", "0.1", "1.0"}
+    assert sweep["0.0"]["accuracy"] == pf["baseline"]["12"] and sweep["0.1"]["accuracy"] == pf["grw"]["12"]  # reused
+    mechanism = r["mechanism"]["per_frame"]["grw"]
+    assert len(mechanism["pose_tracking"]) == 2 and all(-1 <= v <= 1 for v in mechanism["pose_tracking"])
+    assert all(len(curve) == 10 for curve in mechanism["prefix_accuracy"])
+    assert mechanism["prefix_accuracy"][0][-1] == pf["grw"]["12"][0]  # all frames seen: the scored accuracy
+    assert r["figure_seed"] in (3, 4) and 0 <= r["single_frame_accuracy"] <= 1
+    for name in ("clips", "study", "mechanism", "trajectories", "clip_grid_baseline", "clip_grid_grw", "terms",
+                 "lambda_sweep"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
-    assert dict(((k, v) for _, k, v in summary_rows({"03": r})))["single-frame control top-1 (%)"].endswith("(chance 33)")
+    rows = {k: v for _, k, v in summary_rows({"03": r})}
+    assert rows["single-frame control top-1 (%)"].endswith("(chance 33)")
+    assert rows["headline"].startswith(f"{headline['gain_pp']:+.1f} points, {headline['encoder']} encoder")
+
+
+def test_03_refuses_bad_parameters_before_any_work(tmp_path):
+    with pytest.raises(Exception, match="parameter ablation_size = 250: expected one of the study's sizes"):
+        run_notebook(NOTEBOOKS / "03_airplanes_warmup.ipynb", tmp_path, {"sizes": [9, 12], "ablation_size": 250,
+                                                                      "data_root": str(tmp_path / "data")})
+    assert not (tmp_path / "data").exists()  # refused before rendering
 
 
 def test_04_kinetics600_movinet_under_torchrun(tmp_path):

@@ -8,22 +8,67 @@ import torch
 
 from grw.data.airplanes import AirplanesConfig, AirplanesDataset, render_airplanes
 from grw.loss import GRWLoss
-from grw.metrics import effective_rank, paired_difference, student_t_quantile, velocity_direction_probe, window_smoothness
+from grw.metrics import (
+    effective_rank,
+    paired_difference,
+    pose_tracking,
+    prefix_accuracy,
+    student_t_quantile,
+    velocity_direction_probe,
+    window_smoothness,
+)
 from grw.recipes.airplanes import AirplanesModel, build_model
-from grw.study import PRESETS, GRWTerm, RunSettings, resolve_parameters, run_study, summarize_study, train_and_score
+from grw.study import (
+    ENCODERS,
+    PRESETS,
+    GRWTerm,
+    Job,
+    RunSettings,
+    encoder_settings,
+    resolve_parameters,
+    run_study,
+    summarize_study,
+    train_and_score,
+    train_many,
+)
 from grw.train import fit, seed_everything
 
 
 def test_an_explicit_parameter_wins_and_unset_ones_come_from_the_preset():
-    resolved = resolve_parameters("laptop", {"seeds": [7, 8], "steps": None, "size": 32})
-    assert resolved["seeds"] == [7, 8] and resolved["size"] == 32  # passed: kept
+    resolved = resolve_parameters("laptop", {"seeds": [0, 1, 7], "steps": None, "size": 32})
+    assert resolved["seeds"] == [0, 1, 7] and resolved["size"] == 32  # passed: kept
     assert resolved["steps"] == PRESETS["laptop"]["steps"] and resolved["sizes"] == PRESETS["laptop"]["sizes"]
+    assert resolved["ablation_seeds"] == [0, 1, 7]  # the preset's [0, 1, 2] are not all study seeds: the first three
     assert resolve_parameters("paper", {"steps": None})["steps"] == PRESETS["paper"]["steps"] != PRESETS["laptop"]["steps"]
-    assert resolve_parameters("paper", {"size": 0})["size"] == 0  # a falsy value is still an explicit value
+    assert resolve_parameters("laptop", {"steps": 7})["steps"] == {"per_frame": 7, "causal": 7}  # one number for all
     with pytest.raises(ValueError, match="unknown preset 'full'; expected one of laptop, paper"):
         resolve_parameters("full", {})
     with pytest.raises(ValueError, match="no parameter called epochs"):
         resolve_parameters("laptop", {"epochs": 3})
+
+
+def test_the_ablation_follows_the_study_unless_told_otherwise():
+    # seeds alone: the ablation's seeds are the study's first ones (the preset's [0, 1, 2] are not all study seeds)
+    assert resolve_parameters("laptop", {"seeds": [5, 6, 7, 8]})["ablation_seeds"] == [5, 6, 7]
+    # sizes alone: the size nearest the preset's 500 on a log scale; the encoder: the first one studied
+    resolved = resolve_parameters("laptop", {"sizes": [30, 200, 2000], "encoders": ["causal"]})
+    assert resolved["ablation_size"] == 200 and resolved["ablation_encoder"] == "causal"
+    with pytest.raises(ValueError, match=r"parameter ablation_size = 300: expected one of the study's sizes \[100"):
+        resolve_parameters("laptop", {"ablation_size": 300})
+    with pytest.raises(ValueError, match=r"parameter ablation_seeds = \[0, 9\]: expected two or more distinct seeds"):
+        resolve_parameters("laptop", {"ablation_seeds": [0, 9]})
+
+
+@pytest.mark.parametrize("given,named", [
+    ({"seeds": [3]}, "seeds"), ({"seeds": [1, 1]}, "seeds"), ({"T": 6}, "T"), ({"T": 2}, "T"), ({"frames": 8}, "T"),
+    ({"encoders": ["per_frame", "spatial"]}, "encoders"), ({"encoders": []}, "encoders"), ({"steps": 0}, "steps"),
+    ({"steps": {"causal": 10}}, "steps"), ({"sizes": [2, 100]}, "sizes"), ({"size": 4}, "size"), ({"K": 15}, "K"),
+    ({"lr": 0.0}, "lr"), ({"ablation_encoder": "causal", "encoders": ["per_frame"]}, "ablation_encoder"),
+    ({"lam_sweep": [0.0]}, "lam_sweep"), ({"batch_size": 0}, "batch_size"),
+])
+def test_bad_study_parameters_are_refused_naming_the_parameter(given, named):
+    with pytest.raises(ValueError, match=f"^parameter {named} = "):
+        resolve_parameters("laptop", given)
 
 
 @pytest.mark.parametrize("df,expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)])
@@ -40,17 +85,32 @@ def test_paired_difference_interval():
 
 
 def test_study_summary_pairs_the_seeds_and_picks_the_largest_gain():
-    accuracy = {"baseline": {10: [0.5, 0.6, 0.7], 100: [0.8, 0.8, 0.9]}, "grw": {10: [0.6, 0.6, 0.8], 100: [0.8, 0.9, 0.9]}}
-    study, headline = summarize_study(accuracy, [0, 1, 2])
+    causal = {"baseline": {10: [0.5, 0.6, 0.7], 100: [0.8, 0.8, 0.9]},
+              "grw": {10: [0.6, 0.6, 0.8], 100: [0.8, 0.9, 0.9]}}
+    per_frame = {"baseline": {10: [0.3, 0.4, 0.5], 100: [0.5, 0.6, 0.7]},
+                 "grw": {10: [0.3, 0.4, 0.5], 100: [0.9, 0.8, 0.9]}}
+    study, headline = summarize_study({"per_frame": per_frame, "causal": causal}, [0, 1, 2])
     assert study["sizes"] == [10, 100] and study["seeds"] == [0, 1, 2]
-    assert study["baseline"]["10"] == [0.5, 0.6, 0.7] and study["grw"]["100"] == [0.8, 0.9, 0.9]
-    gain = study["paired_gain_pp"]["10"]  # gains 10, 0, 10 points
+    assert list(study["encoders"]) == ["per_frame", "causal"]
+    assert study["encoders"]["causal"]["baseline"]["10"] == [0.5, 0.6, 0.7]
+    assert study["encoders"]["per_frame"]["grw"]["100"] == [0.9, 0.8, 0.9]
+    gain = study["encoders"]["causal"]["paired_gain_pp"]["10"]  # gains 10, 0, 10 points
     half = 4.302653 * math.sqrt(100 / 3) / math.sqrt(3)
     assert gain["mean"] == pytest.approx(20 / 3) and gain["ci95"] == pytest.approx([20 / 3 - half, 20 / 3 + half], abs=1e-4)
-    assert study["paired_gain_pp"]["100"]["mean"] == pytest.approx(10 / 3)
-    assert headline == {"size": 10, "gain_pp": gain["mean"], "ci95": gain["ci95"], "seeds": 3}
-    with pytest.raises(ValueError, match=r"expected 3 accuracies in \[0, 1\]"):
-        summarize_study({"baseline": {10: [50.0, 60.0, 70.0]}, "grw": {10: [0.6, 0.6, 0.8]}}, [0, 1, 2])
+    best = study["encoders"]["per_frame"]["paired_gain_pp"]["100"]  # gains 40, 20, 20
+    assert best["mean"] == pytest.approx(80 / 3)
+    assert headline == {"encoder": "per_frame", "size": 100, "gain_pp": best["mean"], "ci95": best["ci95"], "seeds": 3}
+    # per seed at 100 clips: per-frame gains 40, 20, 20 minus causal gains 0, 10, 0
+    assert study["interaction_pp"]["100"]["mean"] == pytest.approx(70 / 3)
+    assert study["interaction_pp"]["10"]["mean"] == pytest.approx(-20 / 3)  # per-frame gains 0, causal 10, 0, 10
+    # per-frame + GRW against the causal baseline at 100 clips: 90 - 80, 80 - 80, 90 - 90
+    assert study["per_frame_grw_vs_causal_baseline_pp"]["100"]["mean"] == pytest.approx(10 / 3)
+    alone, _ = summarize_study({"causal": causal}, [0, 1, 2])  # one encoder: no contrasts between encoders
+    assert "interaction_pp" not in alone and alone["encoders"]["causal"] == study["encoders"]["causal"]
+    with pytest.raises(ValueError, match=r"causal/baseline at size 10: expected 3 accuracies in \[0, 1\]"):
+        summarize_study({"causal": {"baseline": {10: [50.0, 60.0, 70.0]}, "grw": {10: [0.6, 0.6, 0.8]}}}, [0, 1, 2])
+    with pytest.raises(ValueError, match=r"per_frame/grw: expected the sizes \[10, 100\]"):
+        summarize_study({"causal": causal, "per_frame": {**per_frame, "grw": {10: [0.3, 0.4, 0.5]}}}, [0, 1, 2])
 
 
 def test_smoothness_within_windows_and_across_their_boundaries():
@@ -120,14 +180,64 @@ def test_runs_in_several_processes_equal_runs_one_after_another():
     config = AirplanesConfig(n_train=24, n_test=6, frames=10, size=16, seed=3)
     rendered = render_airplanes(config, "train", progress=False)
     pool = AirplanesDataset(rendered["videos"], rendered["labels"])
-    settings = RunSettings(AirplanesModel(embed_dim=8, width=4, stages=2, head_heads=2), steps=3, batch_size=4)
-    study = dict(sizes=[9, 12], seeds=[0, 1], arms={"baseline": 0.0, "grw": 0.1}, progress=False)
+    p = resolve_parameters("laptop", {"sizes": [9, 12], "seeds": [0, 1], "frames": 10, "size": 16, "width": 4,
+                                      "stages": 2, "K": 8, "heads": 2, "steps": {"per_frame": 3, "causal": 2},
+                                      "batch_size": 4})
+    settings = encoder_settings(p, alpha=0.5, device="cpu")
+    kernels_and_steps = {e: (s.model.temporal_kernel, s.steps) for e, s in settings.items()}
+    assert kernels_and_steps == {"per_frame": (1, 3), "causal": (3, 2)}
+    study = {"sizes": [9, 12], "seeds": [0, 1], "arms": {"baseline": 0.0, "grw": 0.1}, "progress": False}
     serial = run_study(pool, pool, settings, **study)
     parallel = run_study(pool, pool, settings, processes=2, **study)
-    for arm in study["arms"]:
-        for size in study["sizes"]:
-            for one, other in zip(serial[arm][size], parallel[arm][size]):
-                assert one.accuracy == other.accuracy and one.history[-1]["train_loss"] == other.history[-1]["train_loss"]
-                assert torch.equal(one.predictions.logits, other.predictions.logits)
+    for encoder in ENCODERS:
+        for arm in study["arms"]:
+            for size in study["sizes"]:
+                for one, other in zip(serial[encoder][arm][size], parallel[encoder][arm][size]):
+                    assert one.accuracy == other.accuracy
+                    assert one.history[-1]["train_loss"] == other.history[-1]["train_loss"]
+                    assert torch.equal(one.predictions.logits, other.predictions.logits)
+    first = serial["per_frame"]["baseline"][9][0]
+    assert len(first.history) == 2  # 3 steps, 2 per epoch of 9 clips
+    assert len(serial["causal"]["baseline"][9][0].history) == 1
+    # the trained model comes back: its classify() of the stored Z gives the stored logits
+    assert torch.allclose(first.model.classify(first.predictions.embeddings), first.predictions.logits, atol=1e-6)
     with pytest.raises(ValueError, match="processes must be >= 1"):
         run_study(pool, pool, settings, processes=0, **study)
+
+
+def test_train_many_runs_each_job_with_its_own_regularizer():
+    config = AirplanesConfig(n_train=12, n_test=6, frames=10, size=16, seed=3)
+    rendered = render_airplanes(config, "train", progress=False)
+    train = AirplanesDataset(rendered["videos"], rendered["labels"])
+    settings = RunSettings(AirplanesModel(embed_dim=8, width=4, stages=2, head_heads=2), steps=3, batch_size=4)
+    scale, default = train_many([Job(train, train, settings, 0, 0.1, GRWTerm(5, 1.0, "scale")),
+                                 Job(train, train, settings, 0, 0.1)], progress=False)
+    assert scale.history[0]["train_grw"] != default.history[0]["train_grw"]  # the scale term alone, then the whole loss
+    again = train_and_score(train, train, settings, seed=0, lam=0.1)
+    assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in default.history]
+
+
+def test_pose_tracking_ranks_distances_against_angles():
+    squares = torch.arange(4.0) ** 2  # pair distances 1, 4, 9, 3, 8, 5: no two equal
+    between = (squares[:, None] - squares[None, :]).abs()
+    angles = torch.stack([between, 1.1 * between])  # [2, 4, 4]: the second clip turns 1.1 times as fast
+    Z = torch.stack([squares, 1.1 * squares])[:, :, None]  # and its embedding moves 1.1 times as fast
+    assert pose_tracking(Z, angles) == pytest.approx(1.0)  # a larger turn, a larger distance, whichever the clip
+    slow = torch.stack([squares, 0.4 * squares])[:, :, None]  # the faster turn now moves Z less: not one scale
+    # the twelve pairs ranked by hand (no ties): rank differences 1, 4, 1, 3, 2, 3 and 1, 2, 4, 1, 3, 3, Σd² = 80
+    assert pose_tracking(slow, angles) == pytest.approx(1 - 6 * 80 / (12 * 143))  # 1 - 6 Σd² / (n (n² - 1))
+    ties = torch.stack([between, between])  # equal angles share their rank: same Z in both clips gives 1 exactly
+    assert pose_tracking(torch.stack([squares, squares])[:, :, None], ties) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="angles \\[n, N, N\\]"):
+        pose_tracking(Z, angles[:, :3])
+
+
+def test_prefix_accuracy_classifies_after_each_frame():
+    labels = torch.tensor([0, 1])
+
+    def classify(Z: torch.Tensor) -> torch.Tensor:  # predicts class 1 once the running sum is positive
+        total = Z.sum(dim=(1, 2))
+        return torch.stack([-total, total], dim=1)
+
+    Z = torch.tensor([[[-1.0], [2.0], [-5.0]], [[1.0], [-3.0], [4.0]]])  # sums: -1, 1, -4 and 1, -2, 2
+    assert prefix_accuracy(classify, Z, labels) == [1.0, 0.0, 1.0]

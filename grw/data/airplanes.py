@@ -37,6 +37,7 @@ __all__ = [
     "axis_angle",
     "biplane_meshes",
     "load_airplanes",
+    "pose_angles",
     "render_airplanes",
     "rotation_sequences",
     "sample_clips",
@@ -157,6 +158,17 @@ def rotation_sequences(poses: Tensor, labels: Tensor, speeds: Tensor, frames: in
     angles = speeds[:, None] * torch.arange(frames, dtype=torch.float64)  # [n, N]
     turns = torch.linalg.matrix_exp(angles[:, :, None, None] * skew[:, None])  # [n, N, 3, 3]
     return poses[:, None] @ turns
+
+
+def pose_angles(speeds: Tensor, frames: int) -> Tensor:
+    """Angles ``[n, N, N]`` (radians, in [0, π]) between the poses of every two frames of clips turning at ``speeds``.
+
+    A clip turns about one fixed axis, so frames ``s`` and ``t`` differ by a turn of ``|ω| · |t - s|``, folded into
+    [0, π]; ``speeds [n]`` in radians per frame.
+    """
+    steps = torch.arange(frames, dtype=torch.float64)
+    turn = (speeds.double().abs()[:, None, None] * (steps[None, :, None] - steps[None, None, :]).abs()) % (2 * math.pi)
+    return torch.minimum(turn, 2 * math.pi - turn)
 
 
 def axis_angle(R: Tensor) -> tuple[Tensor, Tensor]:

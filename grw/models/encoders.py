@@ -22,7 +22,8 @@ class _CausalConvBlock(nn.Module):
         self.norm = nn.BatchNorm3d(c_out)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.pad(x, (0, 0, 0, 0, self.kt - 1, 0))  # frame t sees frames t-kt+1 … t
+        if self.kt > 1:
+            x = F.pad(x, (0, 0, 0, 0, self.kt - 1, 0))  # frame t sees frames t-kt+1 … t
         return F.gelu(self.norm(self.conv(x)))
 
 

@@ -139,5 +139,9 @@ class GRWVideoClassifier(nn.Module):
         if features.ndim != 3:
             raise ValueError(f"the backbone must give per-frame features [B, N, F], got shape {tuple(features.shape)}")
         Z = self.embed(features)
-        return ClassifierOutput(self.head(self.norm(Z)), Z)
+        return ClassifierOutput(self.classify(Z), Z)
+
+    def classify(self, Z: Tensor) -> Tensor:
+        """Logits ``[B, classes]`` of embeddings ``Z [B, n, K]``, e.g. the first ``n`` frames of a causal model's."""
+        return self.head(self.norm(Z))
 

@@ -32,6 +32,11 @@ class AirplanesData:
     val_fraction: float = option(0.1, "fraction of the training clips held out for validation")
     data_seed: int = option(0, "seed of the rendered clips and of the validation split")
 
+    def config(self) -> AirplanesConfig:
+        """The renderer's settings of these clips."""
+        return AirplanesConfig(n_train=self.n_train, n_test=self.n_test, frames=self.frames, size=self.size,
+                               seed=self.data_seed)
+
 
 @dataclass
 class AirplanesModel:
@@ -47,8 +52,7 @@ class AirplanesModel:
 
 def load_data(spec: AirplanesData, progress: bool = True) -> tuple[AirplanesDataset, AirplanesDataset, AirplanesDataset]:
     """The ``(train, val, test)`` sets of ``spec``, rendered once into ``spec.data_root`` (relative to the project)."""
-    config = AirplanesConfig(n_train=spec.n_train, n_test=spec.n_test, frames=spec.frames, size=spec.size, seed=spec.data_seed)
-    train_all, test = load_airplanes(config, project_path(spec.data_root), progress=progress)
+    train_all, test = load_airplanes(spec.config(), project_path(spec.data_root), progress=progress)
     train, val = train_all.split(spec.val_fraction, seed=spec.data_seed)
     return train, val, test
 
