@@ -32,6 +32,7 @@ __all__ = ["ENCODERS", "PRESETS", "GRWTerm", "Job", "RunSettings", "Trained", "e
            "run_study", "summarize_study", "train_and_score", "train_many"]
 
 ENCODERS = {"per_frame": 1, "causal": 3}  # encoder → frames each of its layers sees (its temporal kernel)
+MAX_RENDERED_BYTES = 8 * 2**30  # the rendered clips of a study are held in memory
 
 PRESETS: dict[str, dict[str, Any]] = {
     # chosen on validation runs with seeds 100 and 101 (notebook 03 tells how); the notebook in minutes on 2 CPU cores
@@ -100,6 +101,10 @@ def check_parameters(p: Mapping[str, Any]) -> None:
         fail("seeds", "at least two distinct seeds >= 0 (an interval needs two paired runs)")
     if p["T"] < 3 or 2 * p["T"] > p["frames"]:
         fail("T", f"a window of 3 frames or more that fits twice in the clip's frames = {p['frames']}")
+    rendered = (max(p["sizes"]) + 2 * p["n_val"] + p["n_test"]) * p["frames"] * p["size"] ** 2 * 3  # uint8 pixels
+    if rendered > MAX_RENDERED_BYTES:
+        fail("sizes", f"clips that fit in {MAX_RENDERED_BYTES / 2**30:.0f} GiB once rendered: the largest size, n_val and "
+                      f"n_test at {p['frames']} frames of {p['size']}² pixels take {rendered / 2**30:.1f} GiB")
     if p["size"] < 2 ** p["stages"]:
         fail("size", f"at least 2 ** stages = {2 ** p['stages']} pixels (each stage halves the frame)")
     if p["K"] % p["heads"] or p["K"] % 2:

@@ -64,7 +64,7 @@ def test_the_ablation_follows_the_study_unless_told_otherwise():
     ({"encoders": ["per_frame", "spatial"]}, "encoders"), ({"encoders": []}, "encoders"), ({"steps": 0}, "steps"),
     ({"steps": {"causal": 10}}, "steps"), ({"sizes": [2, 100]}, "sizes"), ({"size": 4}, "size"), ({"K": 15}, "K"),
     ({"lr": 0.0}, "lr"), ({"ablation_encoder": "causal", "encoders": ["per_frame"]}, "ablation_encoder"),
-    ({"lam_sweep": [0.0]}, "lam_sweep"), ({"batch_size": 0}, "batch_size"),
+    ({"lam_sweep": [0.0]}, "lam_sweep"), ({"batch_size": 0}, "batch_size"), ({"sizes": [10**7]}, "sizes"),
 ])
 def test_bad_study_parameters_are_refused_naming_the_parameter(given, named):
     with pytest.raises(ValueError, match=f"^parameter {named} = "):
