@@ -25,7 +25,8 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -97,7 +98,20 @@ def windows(Z: Tensor, T: int) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+def _cached(build: Callable[..., Any]) -> Callable[..., Any]:
+    """``functools.cache`` for the loss's constant tensors, always built outside inference mode: a tensor first made
+    under ``torch.inference_mode()`` could never be saved for the backward pass of a later training call."""
+
+    @functools.cache
+    @functools.wraps(build)
+    def cached(*args: Any) -> Any:
+        with torch.inference_mode(False):
+            return build(*args)
+
+    return cached
+
+
+@_cached
 def _all_orderings(T: int, device: torch.device) -> Tensor:
     rest = itertools.permutations(range(1, T))  # lexicographic: the identity comes first
     return torch.tensor([(0, *p) for p in rest], dtype=torch.long).to(device)  # copied once per device, not per call
@@ -147,7 +161,7 @@ class _Pairs(NamedTuple):
     weight: Tensor  # [U]: 1 on the diagonal, 2 off it, so that <A, B> = Σ_u weight_u A_u B_u for symmetric A, B
 
 
-@functools.lru_cache(maxsize=None)
+@_cached
 def _pairs(T: int, device: torch.device) -> _Pairs:
     i, j = torch.triu_indices(T, T)
     of_place = torch.empty(T, T, dtype=torch.long)
@@ -187,7 +201,7 @@ def ordering_forms(perms: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
     return upper_forms(perms, dtype)[:, _pairs(T, perms.device).of_place].view(P, T, T)
 
 
-@functools.lru_cache(maxsize=None)
+@_cached
 def _acceleration_band(T: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``Q = D2ᵀ D2``'s diagonal, first and second upper diagonals ``[3T - 3]`` (built once per device: no copy per call)."""
     D2 = difference_matrix(T, 2, dtype)
@@ -322,9 +336,11 @@ class GRWLoss(nn.Module):
         _check_settings(T, alpha, max_perms)
         self.T, self.alpha, self.max_perms, self.check_finite = T, alpha, max_perms, check_finite
         self.exhaustive = T <= EXHAUSTIVE_MAX_T or max_perms >= math.factorial(T - 1)
-        forms = upper_forms(permutations(T, max_perms), torch.float32) if self.exhaustive else torch.empty(0, T * (T + 1) // 2)
-        self.register_buffer("forms", forms, persistent=False)  # [P, T(T+1)/2]
-        self.register_buffer("velocity_form", _velocity_form(T, torch.float32), persistent=False)  # [T(T+1)/2]
+        with torch.inference_mode(False):  # buffers made under inference mode could not take part in training
+            forms = (upper_forms(permutations(T, max_perms), torch.float32) if self.exhaustive
+                     else torch.empty(0, T * (T + 1) // 2))
+            self.register_buffer("forms", forms, persistent=False)  # [P, T(T+1)/2]
+            self.register_buffer("velocity_form", _velocity_form(T, torch.float32), persistent=False)  # [T(T+1)/2]
 
     def extra_repr(self) -> str:
         return f"T={self.T}, alpha={self.alpha}, max_perms={self.max_perms}, check_finite={self.check_finite}"

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import grw.loss as loss_module
 from grw import GRWLoss, grw_loss
 from grw.loss import grw_loss_reference, ordering_forms, permutations, upper, upper_forms, windows
 
@@ -270,3 +271,19 @@ def test_finiteness_is_checked_only_on_request(bad, T):
             loss_fn(Z, check_finite=True)
         assert not torch.isfinite(loss_fn(Z))  # unchecked by default: no host sync, the loss shows it
         assert torch.isfinite(loss_fn(Z.nan_to_num(0.0, 0.0, 0.0), check_finite=True))
+
+
+@pytest.mark.parametrize("T,N", [(5, 10), (6, 12), (9, 18)])  # exhaustive orderings, and sampled ones past T = 7
+def test_a_call_under_inference_mode_leaves_training_calls_working(T, N):
+    for cached in (loss_module._all_orderings, loss_module._pairs, loss_module._acceleration_band):
+        cached.cache_clear()  # as in a fresh process whose first call of the loss is an evaluation
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():  # the first calls of this T build the cached constants, and a module's buffers
+        evaluated = GRWLoss(T)(torch.randn(2, N, 4, generator=generator))
+        built_there = GRWLoss(T)
+    Z = torch.randn(2, N, 4, generator=generator, requires_grad=True)
+    for loss in (GRWLoss(T), built_there):
+        Z.grad = None
+        loss(Z).backward()  # raised "Inference tensors cannot be saved for backward" when the cache was built above
+        assert Z.grad is not None and torch.isfinite(Z.grad).all()
+    assert torch.isfinite(evaluated)
