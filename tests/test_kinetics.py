@@ -525,6 +525,29 @@ def test_release_annotations_errors_say_what_was_expected(release, tmp_path, cha
         check_layout(root)
 
 
+def test_release_annotations_with_a_byte_order_mark_are_read_and_bad_bytes_name_the_file(release, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(release, root)
+    csv_path = root / "annotations" / "val.csv"
+    original = kinetics_videos(root, "val")
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())  # as spreadsheet programs save UTF-8
+    with_mark = kinetics_videos(root, "val")
+    assert with_mark.paths == original.paths and with_mark.labels == original.labels
+    lines = csv_path.read_bytes().splitlines(keepends=True)
+    csv_path.write_bytes(b"".join([*lines, lines[1]]))  # the same video twice with the same label: harmless
+    assert kinetics_videos(root, "val").paths == original.paths
+    csv_path.write_bytes(b"".join([*lines, lines[1].replace(b",", b" x,", 1)]))  # and with another label
+    duplicate = rf"val.csv, line {len(lines) + 1}: video \S+ is listed with the label '.* x', and on line 2 with '.*'"
+    with pytest.raises(LayoutError, match=duplicate + "; expected one label per video"):
+        kinetics_videos(root, "val")
+    csv_path.write_bytes(b"".join([lines[0], b"\xff\xfe" + lines[1]]))
+    with pytest.raises(LayoutError, match=r"val.csv is not UTF-8 text \(invalid start byte at byte \d+\)"):
+        kinetics_videos(root, "val")
+    csv_path.write_bytes(b"".join([lines[0], b'"' + b"a" * (csv.field_size_limit() + 1) + b'",x,0,10,val\n']))
+    with pytest.raises(LayoutError, match=r"val.csv, line \d+: not a readable CSV line \(field larger than"):
+        kinetics_videos(root, "val")
+
+
 # --------------------------------------------------------------------------------------------
 # Every clip: the evaluation protocol
 # --------------------------------------------------------------------------------------------

@@ -448,20 +448,37 @@ def _release_stem(youtube_id: str, time_start: int, time_end: int) -> str:
 
 
 def _read_annotations(path: Path) -> dict[str, str]:
-    """``{file stem: label}`` of a release CSV, the stem being ``<youtube_id>_<time_start:06d>_<time_end:06d>``."""
-    with open(path, newline="", encoding="utf-8") as file:
+    """``{file stem: label}`` of a release CSV, the stem being ``<youtube_id>_<time_start:06d>_<time_end:06d>``.
+
+    A UTF-8 byte-order mark is skipped; bytes that are not UTF-8, a malformed line and one video listed with two labels
+    are refused with the file and line.
+    """
+    rows: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    with open(path, newline="", encoding="utf-8-sig") as file:
         reader = csv.DictReader(file)
-        absent = [column for column in ANNOTATION_COLUMNS[:4] if column not in (reader.fieldnames or [])]
-        if absent:
-            raise LayoutError(f"{path} has no column {', '.join(absent)}; expected a header line "
-                              f"{','.join(ANNOTATION_COLUMNS)} (found {reader.fieldnames})")
-        rows: dict[str, str] = {}
-        for row in reader:
-            where = f"{path}, line {reader.line_num}"
-            if not (row["label"] or "").strip():
-                raise LayoutError(f"{where}: no label; expected the labelled annotations (a class name in the label column)")
-            stem = _release_stem(row["youtube_id"], _seconds(row["time_start"], where), _seconds(row["time_end"], where))
-            rows.setdefault(stem, row["label"].strip())
+        try:
+            absent = [column for column in ANNOTATION_COLUMNS[:4] if column not in (reader.fieldnames or [])]
+            if absent:
+                raise LayoutError(f"{path} has no column {', '.join(absent)}; expected a header line "
+                                  f"{','.join(ANNOTATION_COLUMNS)} (found {reader.fieldnames})")
+            for row in reader:
+                where = f"{path}, line {reader.line_num}"
+                label = (row["label"] or "").strip()
+                if not label:
+                    raise LayoutError(f"{where}: no label; expected the labelled annotations (a class name in the "
+                                      "label column)")
+                stem = _release_stem(row["youtube_id"], _seconds(row["time_start"], where),
+                                     _seconds(row["time_end"], where))
+                if rows.setdefault(stem, label) != label:
+                    raise LayoutError(f"{where}: video {stem} is listed with the label {label!r}, and on line "
+                                      f"{first_line[stem]} with {rows[stem]!r}; expected one label per video")
+                first_line.setdefault(stem, reader.line_num)
+        except UnicodeDecodeError as error:
+            raise LayoutError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); expected the release "
+                              "annotations as a UTF-8 CSV file") from None
+        except csv.Error as error:
+            raise LayoutError(f"{path}, line {reader.line_num}: not a readable CSV line ({error})") from None
     return rows
 
 
