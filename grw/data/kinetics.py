@@ -453,8 +453,7 @@ def _read_annotations(path: Path) -> dict[str, str]:
     A UTF-8 byte-order mark is skipped; bytes that are not UTF-8, a malformed line and one video listed with two labels
     are refused with the file and line.
     """
-    rows: dict[str, str] = {}
-    first_line: dict[str, int] = {}
+    seen: dict[str, tuple[str, int]] = {}  # file stem → (label, line)
     with open(path, newline="", encoding="utf-8-sig") as file:
         reader = csv.DictReader(file)
         try:
@@ -470,16 +469,16 @@ def _read_annotations(path: Path) -> dict[str, str]:
                                       "label column)")
                 stem = _release_stem(row["youtube_id"], _seconds(row["time_start"], where),
                                      _seconds(row["time_end"], where))
-                if rows.setdefault(stem, label) != label:
-                    raise LayoutError(f"{where}: video {stem} is listed with the label {label!r}, and on line "
-                                      f"{first_line[stem]} with {rows[stem]!r}; expected one label per video")
-                first_line.setdefault(stem, reader.line_num)
+                first, line = seen.setdefault(stem, (label, reader.line_num))
+                if first != label:
+                    raise LayoutError(f"{where}: video {stem} is listed with the label {label!r}, and on line {line} "
+                                      f"with {first!r}; expected one label per video")
         except UnicodeDecodeError as error:
             raise LayoutError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); expected the release "
                               "annotations as a UTF-8 CSV file") from None
         except csv.Error as error:
             raise LayoutError(f"{path}, line {reader.line_num}: not a readable CSV line ({error})") from None
-    return rows
+    return {stem: label for stem, (label, _) in seen.items()}
 
 
 def _release_classes(root: Path, split: str) -> tuple[list[str], Path]:
