@@ -9,6 +9,9 @@ Each tapped output is pooled over space, normalised per channel with batch stati
 
 The hooks keep the autograd graph (nothing is detached), hold no parameters or buffers (so wrapping the
 model in DDP afterwards needs nothing more), and are removed with :meth:`GRWTaps.remove` or ``with``.
+
+:class:`TappedClassifier` puts such a model, its code unchanged, through the engine (:func:`grw.train.fit`):
+it returns ``ClassifierOutput(logits, Z)`` with ``Z`` one tapped layer's per-frame embeddings.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from grw.contracts import ClassifierOutput
 from grw.loss import GRWLoss
 
-__all__ = ["GRWTaps", "frame_embeddings"]
+__all__ = ["GRWTaps", "TappedClassifier", "frame_embeddings"]
 
 
 def frame_embeddings(features: Tensor, frames: int | None = None) -> Tensor:
@@ -46,6 +50,16 @@ def frame_embeddings(features: Tensor, frames: int | None = None) -> Tensor:
     return normalised.transpose(1, 2)  # [B, N, C]
 
 
+def _named_layers(model: nn.Module, names: Sequence[str] | Mapping[str, float]) -> dict[str, nn.Module]:
+    """``model.named_modules()`` as a dict, once every name in ``names`` is one of them (else a clear error)."""
+    modules = dict(model.named_modules())
+    missing = [name for name in names if name not in modules]
+    if missing:
+        known = ", ".join(name for name in modules if name)[:400]
+        raise ValueError(f"no layer named {missing} in the model; its layers are: {known} …")
+    return modules
+
+
 class GRWTaps:
     """Forward hooks on named layers that collect ``Z`` and give the weighted sum of their GRW losses.
 
@@ -66,11 +80,7 @@ class GRWTaps:
         weights = dict(layers) if isinstance(layers, Mapping) else {name: 1.0 for name in layers}
         if not weights:
             raise ValueError("give at least one layer name to tap")
-        modules = dict(model.named_modules())
-        missing = [name for name in weights if name not in modules]
-        if missing:
-            known = ", ".join(name for name in modules if name)[:400]
-            raise ValueError(f"no layer named {missing} in the model; its layers are: {known} …")
+        modules = _named_layers(model, weights)
         self.weights = weights
         self.frames = frames
         self.loss_fn = GRWLoss(T, alpha, max_perms)
@@ -107,3 +117,42 @@ class GRWTaps:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+class TappedClassifier(nn.Module):
+    """A model ``video [B, C, N, H, W] → logits`` as the engine's :class:`~grw.contracts.VideoClassifier`, its code unchanged.
+
+    ``forward`` returns ``ClassifierOutput(logits [B, classes], Z [B, N', C'])`` with ``Z`` the per-frame embeddings of
+    the named ``layer`` (:func:`frame_embeddings` of its output on the layer's last call; a per-frame output
+    ``[B·N, C', H, W]`` takes N from the video). The model may return the logits or a tuple whose first item is the
+    logits. ``parameter_groups()`` puts the parameters of the submodule named ``backbone`` in ``"backbone"`` (their own
+    learning rate in :class:`grw.train.TrainConfig`) and every other parameter in ``"head"``.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, *, num_classes: int, backbone: str) -> None:
+        super().__init__()
+        modules = _named_layers(model, [layer, backbone])
+        self.model, self.layer, self.backbone, self.num_classes = model, layer, backbone, num_classes
+        self._frames: int | None = None
+        self._embeddings: Tensor | None = None
+        # a bound method: a deep copy of this wrapper (an EMA of the weights) hooks its own copy of the layer
+        modules[layer].register_forward_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        self._embeddings = frame_embeddings(output, self._frames)
+
+    def forward(self, video: Tensor) -> ClassifierOutput:
+        if video.ndim != 5:
+            raise ValueError(f"expected a video batch [B, C, N, H, W], got {tuple(video.shape)}")
+        self._frames, self._embeddings = video.shape[2], None
+        output = self.model(video)
+        Z, self._embeddings = self._embeddings, None
+        if Z is None:
+            raise RuntimeError(f"the layer {self.layer!r} did not run in the model's forward pass")
+        return ClassifierOutput(output[0] if isinstance(output, tuple) else output, Z)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        backbone = [p for p in self.model.get_submodule(self.backbone).parameters() if p.requires_grad]
+        inside = {id(p) for p in backbone}
+        return {"backbone": backbone,
+                "head": [p for p in self.model.parameters() if p.requires_grad and id(p) not in inside]}

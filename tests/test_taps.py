@@ -108,3 +108,100 @@ def test_x3d_trunk_feeds_the_grw_classifier():
     assert losses[-1] < losses[0]
     with pytest.raises(ValueError, match="expected the trunk to give \\[B, 100"):
         FrameFeatures(trunk, 100)(video)
+
+
+class _PerFrameNet(torch.nn.Module):
+    """A reader's model: a 2-D CNN on every frame, a GRU over time; returns (logits, per-frame features)."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        from torch import nn
+
+        self.backbone = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2), nn.BatchNorm2d(6), nn.ReLU(),
+                                      nn.Conv2d(6, 8, 3, stride=2), nn.ReLU())
+        self.unused = nn.Linear(2, 2)  # a layer that never runs
+        self.rnn = nn.GRU(8, 12, batch_first=True)
+        self.classifier = nn.Linear(12, classes)
+
+    def forward(self, video):  # [B, 3, N, H, W]
+        B, N = video.shape[0], video.shape[2]
+        features = self.backbone(video.transpose(1, 2).flatten(0, 1)).mean(dim=(2, 3)).unflatten(0, (B, N))
+        hidden, _ = self.rnn(features)
+        return self.classifier(hidden[:, -1]), features
+
+
+def test_tapped_classifier_returns_the_layers_embeddings_and_splits_the_parameters():
+    from grw.contracts import check_model, check_output
+    from grw.taps import TappedClassifier
+
+    torch.manual_seed(0)
+    net = _PerFrameNet()
+    video = torch.rand(2, 3, 6, 16, 16)
+    wrapped = TappedClassifier(net, "backbone.2", num_classes=3, backbone="backbone")
+    check_model(wrapped, ["a", "b", "c"])
+    logits, Z = check_output(wrapped(video), batch=2, num_classes=3)
+    kept = {}
+    handle = net.backbone[2].register_forward_hook(lambda m, i, o: kept.setdefault("out", o))
+    expected_logits, _ = net(video)
+    handle.remove()
+    assert torch.allclose(logits, expected_logits)
+    assert Z.shape == (2, 6, 6) and torch.allclose(Z, frame_embeddings(kept["out"], frames=6))
+    groups = wrapped.parameter_groups()
+    assert {id(p) for p in groups["backbone"]} == {id(p) for p in net.backbone.parameters()}
+    assert {id(p) for p in groups["head"]} == {id(p) for n, p in net.named_parameters() if not n.startswith("backbone.")}
+    assert wrapped(torch.rand(3, 3, 4, 16, 16)).embeddings.shape == (3, 4, 6)  # N read from each video
+
+
+def test_tapped_classifier_copies_hook_their_own_layer():
+    """The engine's EMA deep-copies the model: the copy's embeddings are its own layer's, the original's untouched."""
+    import copy
+
+    from grw.taps import TappedClassifier
+
+    torch.manual_seed(0)
+    wrapped = TappedClassifier(_PerFrameNet(), "backbone.2", num_classes=3, backbone="backbone")
+    video = torch.rand(2, 3, 4, 16, 16)
+    twin = copy.deepcopy(wrapped)
+    with torch.no_grad():
+        twin.model.backbone[0].weight.mul_(-1)
+    Z, Z_twin = wrapped(video).embeddings, twin(video).embeddings
+    assert not torch.allclose(Z, Z_twin)
+    assert torch.allclose(wrapped(video).embeddings, Z)
+
+
+def test_tapped_classifier_trains_through_fit_with_grw_on_the_tapped_layer(tmp_path):
+    from grw import GRWLoss
+    from grw.taps import TappedClassifier
+    from grw.train import TrainConfig, fit
+
+    class Clips(torch.utils.data.Dataset):
+        classes = ("a", "b", "c")
+
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, i):
+            return torch.rand(3, 6, 16, 16, generator=torch.Generator().manual_seed(i)), i % 3
+
+    torch.manual_seed(0)
+    model = TappedClassifier(_PerFrameNet(), "backbone.2", num_classes=3, backbone="backbone")
+    cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-2, ema_decay=0.9, out_dir=str(tmp_path), progress=False,
+                      log_epochs=False)
+    result = fit(model, Clips(), Clips(), cfg, regularizer=GRWLoss(3), lam=0.1)
+    assert (tmp_path / "checkpoint.pt").exists() and len(result.history) == 2
+    assert result.history[-1]["train_grw"] > 0 and "ema_val_top1" in result.history[-1]
+    assert result.ema(torch.rand(2, 3, 6, 16, 16)).embeddings.shape == (2, 6, 6)
+
+
+def test_tapped_classifier_errors_name_the_problem():
+    from grw.taps import TappedClassifier
+
+    net = _PerFrameNet()
+    with pytest.raises(ValueError, match="no layer named \\['backbone.9'\\]"):
+        TappedClassifier(net, "backbone.9", num_classes=3, backbone="backbone")
+    with pytest.raises(ValueError, match="no layer named \\['trunk'\\]"):
+        TappedClassifier(net, "backbone.2", num_classes=3, backbone="trunk")
+    with pytest.raises(RuntimeError, match="'unused' did not run"):
+        TappedClassifier(net, "unused", num_classes=3, backbone="backbone")(torch.rand(1, 3, 4, 16, 16))
+    with pytest.raises(ValueError, match="expected a video batch"):
+        TappedClassifier(net, "backbone.2", num_classes=3, backbone="backbone")(torch.rand(3, 4, 16, 16))
