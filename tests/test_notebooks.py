@@ -160,3 +160,45 @@ def test_04_kinetics600_movinet_under_torchrun(tmp_path):
     assert set(r["seconds"]) == {"data", "baseline", "grw", "total"}
     for name in ("clips", "learning_curves"):
         assert (tmp_path / f"{name}.png").stat().st_size > 5_000
+
+
+def test_05_your_own_model_with_sampled_orderings(tmp_path):
+    params = {"seeds": [7, 8], "clips": 16, "batch_size": 8, "steps": 4, "T": 8, "lam_sweep": [1.0], "sweep_seeds": [7, 8]}
+    r = run_notebook(NOTEBOOKS / "05_your_own_model.ipynb", tmp_path, params)
+    assert r["parameters"]["T"] == 8 and r["parameters"]["seeds"] == [7, 8]
+    layers = r["layers"]
+    assert (layers["size"], layers["seeds"], layers["tap"]) == (16, [7, 8], "backbone.2")
+    for arm in ("baseline", "final", "intermediate", "both"):
+        assert len(layers[arm]) == 2 and all(0 <= a <= 1 and round(300 * a) == pytest.approx(300 * a) for a in layers[arm])
+    for arm in ("final", "intermediate", "both"):
+        gains = [100 * (t - b) for t, b in zip(layers[arm], layers["baseline"])]
+        assert layers["paired_gain_pp"][arm]["mean"] == pytest.approx(sum(gains) / 2)
+    checklist = r["checklist"]
+    at_init = checklist["at_init"]
+    assert at_init["ce"] == pytest.approx(math.log(3), abs=0.1)  # a fresh 3-class classifier
+    assert checklist["lam_grw_over_ce_at_init"]["final"] == pytest.approx(0.1 * at_init["grw_final"] / at_init["ce"])
+    windows = checklist["windows"]
+    assert windows["8"] == {**windows["8"], "windows": 1, "frames_left_out": 2, "orderings": 1000, "sampled": True}
+    assert windows["5"]["orderings"] == 24 and not windows["5"]["sampled"]
+    sweep = r["lambda_sweep"]
+    assert set(sweep) == {"layer", "seeds", "0.0", "0.1", "1.0"}
+    assert sweep["0.0"]["accuracy"] == layers["baseline"] and sweep["0.1"]["accuracy"] == layers["final"]  # reused
+    assert sweep["1.0"]["lam_grw_over_ce_at_init"] == pytest.approx(10 * sweep["0.1"]["lam_grw_over_ce_at_init"])
+    assert (tmp_path / "fit_final" / "checkpoint.pt").is_file() and r["fit"]["plain_loop_top1"] == layers["final"][0]
+    for name in ("layers", "lambda_sweep"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    printed = "".join("".join(output.get("text", "")) for cell in json.loads((tmp_path / "05_your_own_model.ipynb").read_text())["cells"]
+                      if cell["cell_type"] == "code" for output in cell.get("outputs", []))
+    for arm in ("final", "intermediate", "both"):  # what the notebook printed is what it stored
+        assert f"gain {r['summary'][f'gain (points), {arm}']} points" in printed
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"tap": "backbone.9"}, "parameter tap = 'backbone.9': expected one of the backbone's blocks"),
+    ({"T": 11}, "parameter T = 11: expected a window of 3 to 10 frames"),
+    ({"sweep_seeds": [0, 9]}, "parameter sweep_seeds = \\[0, 9\\]: expected two or more distinct seeds out of seeds"),
+])
+def test_05_refuses_bad_parameters_before_any_work(tmp_path, params, message):
+    with pytest.raises(Exception, match=message):
+        run_notebook(NOTEBOOKS / "05_your_own_model.ipynb", tmp_path, {**params, "data_root": str(tmp_path / "data")})
+    assert not (tmp_path / "data").exists()
