@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from grw.io import text_table
 
-__all__ = ["NotebookError", "check_parameters", "notebook_parameters", "parse_value", "run_notebook", "run_tour", "summary_rows"]
+__all__ = ["NotebookError", "check_parameters", "check_tour_parameters", "notebook_parameters", "parse_value", "run_notebook",
+           "run_tour", "summary_rows"]
 
 
 class NotebookError(RuntimeError):
@@ -84,18 +85,41 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def notebook_parameters(notebook: Path) -> list[str]:
-    """The names the ``parameters`` cell of ``notebook`` declares (read by papermill)."""
+def notebook_parameters(notebook: Path) -> dict[str, Any]:
+    """The parameters the ``parameters`` cell of ``notebook`` declares, name → default value (``None`` where the default
+    is not a literal).
+
+    Read by papermill; a name the cell assigns but papermill cannot read (it would then refuse the parameter, or
+    silently not set it) is an error naming it.
+    """
+    import nbformat
     import papermill
 
-    return list(papermill.inspect_notebook(str(notebook)))
+    declared = papermill.inspect_notebook(str(notebook))
+    cells = [cell for cell in nbformat.read(notebook, as_version=4).cells
+             if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", [])]
+    assigned = [target.id for cell in cells for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                for target in node.targets if isinstance(target, ast.Name)]
+    unread = [name for name in assigned if name not in declared]
+    if unread:
+        raise ValueError(f"{notebook.name}: papermill cannot read the line of parameter {', '.join(unread)} in its "
+                         "parameters cell (one `name = value  # comment` per line)")
+
+    def default(text: str) -> Any:
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return None
+
+    return {name: default(info["default"]) for name, info in declared.items()}
 
 
 def run_notebook(notebook: Path, out_dir: Path, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
     """Execute ``notebook`` into ``out_dir/<name>.ipynb`` with ``out_dir`` (and ``parameters``) injected; return its results.json.
 
     The kernel runs in the notebook's folder, as it does in JupyterLab. A parameter the notebook does
-    not declare is refused before it runs (``ValueError``); an error in a cell raises :class:`NotebookError`.
+    not declare, or of another type than its default, is refused before it runs (``ValueError``); an error in a cell
+    raises :class:`NotebookError`.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -104,6 +128,7 @@ def run_notebook(notebook: Path, out_dir: Path, parameters: dict[str, Any] | Non
     unknown = sorted(set(parameters or {}) - set(declared))
     if unknown:
         raise ValueError(f"{notebook.name} has no parameter {', '.join(unknown)}; it declares {', '.join(declared)}")
+    check_tour_parameters({notebook: declared}, parameters or {})
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / notebook.name
@@ -147,25 +172,78 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
     ]
 
 
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether ``value`` can stand for a parameter whose default is ``default`` (any value where that is ``None``)."""
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def check_tour_parameters(declared: Mapping[Path, Mapping[str, Any]], parameters: Mapping[str, Any]) -> dict[Path, dict[str, Any]]:
+    """Each notebook's own parameters, checked before any notebook runs.
+
+    A key ``NAME`` goes to every notebook that declares it; ``NB:NAME`` to the one notebook whose name starts with ``NB``
+    (e.g. ``03:preset``), and wins over ``NAME`` there. Refused with one line: a name no notebook (or not the aimed one)
+    declares, an ``NB`` that names no notebook or several, a value of another type than the parameter's default, a
+    ``device`` (or ``devices``) this machine does not have.
+    """
+    from grw.train import resolve_device
+
+    own: dict[Path, dict[str, Any]] = {path: {} for path in declared}
+    aimed: list[tuple[Path, str, Any]] = []
+    for key, value in parameters.items():
+        prefix, _, name = key.rpartition(":")
+        if not prefix:
+            readers = [path for path, names in declared.items() if name in names]
+            if not readers:
+                folders = sorted({str(path.parent) for path in declared})
+                raise ValueError(f"no notebook in {', '.join(folders)} has a parameter {name}")
+            for path in readers:
+                own[path][name] = value
+            continue
+        matches = [path for path in declared if path.stem.startswith(prefix)]
+        if len(matches) != 1:
+            raise ValueError(f"parameter {key}: {prefix!r} must start the name of exactly one notebook, "
+                             f"of {', '.join(path.stem for path in declared)}")
+        if name not in declared[matches[0]]:
+            raise ValueError(f"{matches[0].name} has no parameter {name}; it declares {', '.join(declared[matches[0]])}")
+        aimed.append((matches[0], name, value))
+    for path, name, value in aimed:
+        own[path][name] = value
+    for path, values in own.items():
+        for name, value in values.items():
+            default = declared[path][name]
+            if not _same_kind(value, default):
+                raise ValueError(f"{path.name}: parameter {name} = {value!r} ({type(value).__name__}): expected the "
+                                 f"type of its default {default!r} ({type(default).__name__})")
+            if name in ("device", "devices") and value is not None:
+                for device in [value] if isinstance(value, str) else value:
+                    try:
+                        resolve_device(device)
+                    except ValueError as error:
+                        raise ValueError(f"{path.name}: parameter {name} = {value!r}: {error}") from None
+    return own
+
+
 def run_tour(notebooks: Path, out: Path, parameters: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Run every ``*.ipynb`` in ``notebooks`` (sorted) into ``out/<name>/`` and print the summary table.
 
-    Each of ``parameters`` goes to the notebooks that declare it; one that none declares is refused before any runs.
+    ``parameters`` are routed and checked by :func:`check_tour_parameters` before the first notebook runs.
     """
     paths = sorted(Path(notebooks).glob("*.ipynb"))
     if not paths:
         raise FileNotFoundError(f"no notebooks (*.ipynb) in {notebooks}")
-    declared = {path: notebook_parameters(path) for path in paths}
-    unknown = sorted(set(parameters or {}) - {name for names in declared.values() for name in names})
-    if unknown:
-        raise ValueError(f"no notebook in {notebooks} has a parameter {', '.join(unknown)}")
+    own = check_tour_parameters({path: notebook_parameters(path) for path in paths}, parameters or {})
     Path(out).mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
     for path in paths:
         started = time.perf_counter()
         print(f"running {path.name} …", flush=True)
-        own = {name: value for name, value in (parameters or {}).items() if name in declared[path]}
-        results[path.stem] = run_notebook(path, Path(out) / path.stem, own)
+        results[path.stem] = run_notebook(path, Path(out) / path.stem, own[path])
         print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
     print(f"\nSummary of {len(paths)} notebooks (executed notebooks, figures and results.json under {out}/)")
     print(text_table(("notebook", "measure", "value"), summary_rows(results), align="lll"))

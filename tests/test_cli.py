@@ -123,9 +123,14 @@ def test_notebook_parameters_are_declared_and_of_their_type(notebooks, tmp_path)
     with pytest.raises(SystemExit, match="error: no notebook in .* has a parameter stepz"):
         main(["tour", "--notebooks", str(notebooks), "--out", str(tmp_path / "tour"), "-p", "stepz", "50"])
 
-    with pytest.raises(NotebookError) as stopped:
+    with pytest.raises(ValueError, match=r"tiny.ipynb: parameter T = 'five' \(str\): expected the type of its default 5 \(int\)"):
         run_notebook(notebook, tmp_path / "typed", {"T": "five"})
-    assert str(stopped.value).startswith("tiny.ipynb stopped in cell [3]: TypeError: parameter T must be int, got 'five' (str)")
+    assert not (tmp_path / "typed").exists()
+    import papermill  # plain papermill has no such check: the notebook's own first cell stops it
+
+    with pytest.raises(papermill.PapermillExecutionError, match="parameter T must be int, got 'five' \\(str\\)"):
+        papermill.execute_notebook(str(notebook), str(tmp_path / "typed.ipynb"), parameters={"T": "five"},
+                                   kernel_name="python3", progress_bar=False)
 
     main(["tour", "--notebooks", str(notebooks), "--out", str(tmp_path / "tour"), "-p", "T", "3"])
     assert json.loads((tmp_path / "tour" / "tiny" / "results.json").read_text()) == {"T": 3}
@@ -134,3 +139,48 @@ def test_notebook_parameters_are_declared_and_of_their_type(notebooks, tmp_path)
     blocker.write_text("not a folder")
     with pytest.raises(SystemExit, match=r"error: \[Errno \d+\] .*a-file"):
         main(["tour", "--notebooks", str(notebooks), "--out", str(blocker / "tour")])
+
+
+def test_tour_aims_parameters_and_checks_them_all_before_the_first_notebook(notebooks, tmp_path):
+    other = nbformat.read(notebooks / "tiny.ipynb", as_version=4)
+    other.cells[0].source = "T = 7\ndevice = 'cpu'\nout_dir = 'runs/other'"
+    nbformat.write(other, notebooks / "02_other.ipynb")
+    (notebooks / "tiny.ipynb").rename(notebooks / "01_tiny.ipynb")
+    out = tmp_path / "tour"
+    refusals = {
+        ("03:T", "4"): "parameter 03:T: '03' must start the name of exactly one notebook, of 01_tiny, 02_other",
+        ("0:T", "4"): "parameter 0:T: '0' must start the name of exactly one notebook",
+        ("01:device", "cpu"): "01_tiny.ipynb has no parameter device; it declares T, out_dir",
+        ("T", "4.5"): "01_tiny.ipynb: parameter T = 4.5 \\(float\\): expected the type of its default 5 \\(int\\)",
+        ("02:device", "tpu"): "02_other.ipynb: parameter device = 'tpu': unknown device 'tpu': expected cpu, cuda or cuda:N",
+    }
+    if not torch.cuda.is_available():
+        refusals[("device", "cuda")] = "02_other.ipynb: parameter device = 'cuda': .*torch sees no CUDA device"
+    for (name, value), message in refusals.items():
+        with pytest.raises(SystemExit, match=f"error: {message}"):
+            main(["tour", "--notebooks", str(notebooks), "--out", str(out), "-p", name, value])
+        assert not out.exists()  # nothing ran
+    main(["tour", "--notebooks", str(notebooks), "--out", str(out), "-p", "T", "3", "-p", "02:T", "4"])
+    assert json.loads((out / "01_tiny" / "results.json").read_text()) == {"T": 3}
+    assert json.loads((out / "02_other" / "results.json").read_text()) == {"T": 4}  # the aimed value wins there
+
+
+def test_a_parameters_line_papermill_cannot_read_is_named(tmp_path):
+    import nbformat
+
+    from grw.tour import notebook_parameters
+
+    cell = nbformat.v4.new_code_cell("T = 5\nseeds = [0, 1]  # some of `seeds`: λ = 0 reuses", metadata={"tags": ["parameters"]})
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                                   "language": "python"}}), path)
+    with pytest.raises(ValueError, match="bad.ipynb: papermill cannot read the line of parameter seeds"):
+        notebook_parameters(path)
+
+
+@pytest.mark.parametrize("notebook", sorted(Path(__file__).resolve().parents[1].joinpath("notebooks").glob("*.ipynb")),
+                         ids=lambda path: path.stem)
+def test_every_notebook_declares_what_its_parameters_cell_assigns(notebook):
+    from grw.tour import notebook_parameters
+
+    assert "out_dir" in notebook_parameters(notebook)
