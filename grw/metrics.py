@@ -77,14 +77,20 @@ class ClipVideoAccuracy:
             dist.all_reduce(self.labels, op=dist.ReduceOp.MAX)
 
     def compute(self) -> dict[str, float | int]:
-        """``clips``, ``videos`` (with at least one clip), ``top{k}`` over clips and ``video_top1``; accuracies in [0, 1]."""
+        """``clips``, ``videos`` (with at least one clip), ``top{k}`` over clips and ``video_top1``; accuracies in [0, 1].
+
+        With no clip scored, accuracy is undefined: a ValueError, not 0 %.
+        """
         clips = int(self.clips.sum().item())
+        if clips == 0:
+            raise ValueError("no clip was scored (every video missing, unreadable or shorter than one clip of frames / "
+                             "fps seconds): there is no accuracy to report")
         scored = self.clips > 0
         video_hits = (self.probability_sums[scored].argmax(dim=1) == self.labels[scored]).sum()
         videos = int(scored.sum().item())
         return {"clips": clips, "videos": videos,
-                **{f"top{k}": hits / max(clips, 1) for k, hits in zip(self.ks, self.hits.tolist())},
-                "video_top1": video_hits.item() / max(videos, 1)}
+                **{f"top{k}": hits / clips for k, hits in zip(self.ks, self.hits.tolist())},
+                "video_top1": video_hits.item() / videos}
 
 
 def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:

@@ -67,14 +67,38 @@ def check_parameters(values: Mapping[str, Any], **expected: Any) -> None:
 
     A notebook calls ``check_parameters(globals(), T=int, lam=float, seeds=list[int], out_dir=str)`` right
     after its ``parameters`` cell. A type is a class, ``X | None``, ``Literal[...]``, ``list[X]``,
-    ``tuple[X, ...]`` or ``dict[K, V]``; an int passes for a float, a bool does not pass for an int.
+    ``tuple[X, ...]`` or ``dict[K, V]``; an int passes for a float, a bool does not pass for an int. Under IPython, a
+    name that papermill injected (``papermill -p NAME VALUE``) and that is not in ``expected`` is an error too: plain
+    papermill only warns about a misspelled parameter and runs at the defaults.
     """
+    passed = _injected_names(values.get("In"))
+    unknown = sorted(passed - set(expected))
+    if unknown:
+        raise NameError(f"parameter {', '.join(unknown)} was passed, but this notebook has no such parameter; it has "
+                        f"{', '.join(expected)}")
     for name, kind in expected.items():
         if name not in values:
             raise NameError(f"parameter {name} is not defined: expected it in the parameters cell")
         if not _matches(values[name], kind):
             value = values[name]
             raise TypeError(f"parameter {name} must be {_type_name(kind)}, got {value!r} ({type(value).__name__})")
+
+
+def _injected_names(history: Any) -> set[str]:
+    """The names assigned by the cells papermill injected (they start with its ``# Parameters`` line) among the executed
+    cell sources ``history`` (IPython's ``In``); empty outside IPython."""
+    if not isinstance(history, list):
+        return set()
+    names: set[str] = set()
+    for source in history:
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters\n"):
+            try:
+                body = ast.parse(source).body
+            except SyntaxError:
+                continue
+            names |= {target.id for node in body if isinstance(node, ast.Assign) for target in node.targets
+                      if isinstance(target, ast.Name)}
+    return names
 
 
 def parse_value(text: str) -> Any:

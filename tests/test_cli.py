@@ -131,6 +131,9 @@ def test_notebook_parameters_are_declared_and_of_their_type(notebooks, tmp_path)
     with pytest.raises(papermill.PapermillExecutionError, match="parameter T must be int, got 'five' \\(str\\)"):
         papermill.execute_notebook(str(notebook), str(tmp_path / "typed.ipynb"), parameters={"T": "five"},
                                    kernel_name="python3", progress_bar=False)
+    with pytest.raises(papermill.PapermillExecutionError, match="parameter stepz was passed, but this notebook has no such"):
+        papermill.execute_notebook(str(notebook), str(tmp_path / "misspelled.ipynb"), parameters={"stepz": 50},
+                                   kernel_name="python3", progress_bar=False)  # papermill itself only warns
 
     main(["tour", "--notebooks", str(notebooks), "--out", str(tmp_path / "tour"), "-p", "T", "3"])
     assert json.loads((tmp_path / "tour" / "tiny" / "results.json").read_text()) == {"T": 3}
@@ -180,7 +183,15 @@ def test_a_parameters_line_papermill_cannot_read_is_named(tmp_path):
 
 @pytest.mark.parametrize("notebook", sorted(Path(__file__).resolve().parents[1].joinpath("notebooks").glob("*.ipynb")),
                          ids=lambda path: path.stem)
-def test_every_notebook_declares_what_its_parameters_cell_assigns(notebook):
+def test_every_notebook_declares_what_its_parameters_cell_assigns_and_checks_them_all(notebook):
+    """papermill reads every parameter, and the notebook's check_parameters call types each (so a misspelled one fails)."""
+    import ast
+
     from grw.tour import notebook_parameters
 
-    assert "out_dir" in notebook_parameters(notebook)
+    declared = notebook_parameters(notebook)
+    assert "out_dir" in declared
+    calls = [node for cell in nbformat.read(notebook, as_version=4).cells if cell.cell_type == "code"
+             for node in ast.walk(ast.parse(cell.source)) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", None) == "check_parameters"]
+    assert len(calls) == 1 and {keyword.arg for keyword in calls[0].keywords} == set(declared)

@@ -42,6 +42,8 @@ def test_clip_and_video_accuracy_by_hand():
     one = ClipVideoAccuracy(1, 3, ks=(1,))
     one.update(torch.tensor([[3.0, 0, 0], [0, 4, 3.9]]), torch.tensor([0, 0]), torch.tensor([0, 0]))
     assert one.compute() == {"clips": 2, "videos": 1, "top1": 1 / 2, "video_top1": 1.0}
+    with pytest.raises(ValueError, match="no clip was scored"):
+        ClipVideoAccuracy(3, 4).compute()  # not 0 %
     with pytest.raises(ValueError, match="one video index per clip"):
         accuracy.update(logits, labels, videos[:2])
 

@@ -63,8 +63,18 @@ def test_01_loss_derivation(tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
 
 
+def test_01_with_sampled_orderings_and_its_checks(tmp_path):
+    r = run_notebook(NOTEBOOKS / "01_loss_derivation.ipynb", tmp_path, {"T": 12, "clips": 2, "steps": 50, "seed": 3})
+    table = r["collapse_table"]
+    assert table["collapsed (one point)"]["ordering_ce"] == pytest.approx(math.log(1000), rel=1e-5)  # 1,000 drawn, not 11!
+    assert r["frame_0_fixed"]["ce_all_orders"] >= math.log(2) > r["frame_0_fixed"]["ce_frame_0_first"]
+    assert r["summary"]["worked example T = 4"] == "1.5138"  # T = 4 whatever T is
+    with pytest.raises(Exception, match="parameter T = 2: expected a window of 3 to 16 frames"):
+        run_notebook(NOTEBOOKS / "01_loss_derivation.ipynb", tmp_path / "bad", {"T": 2})
+
+
 def test_02_vectorized_implementation(tmp_path):
-    params = {"base": [8, 5, 32], "T_values": [3, 5], "K_values": [16, 64], "B_values": [4, 8], "min_run_time": 0.01,
+    params = {"base": [8, 5, 32], "T_values": [3, 5, 8], "K_values": [16, 64], "B_values": [4, 8], "min_run_time": 0.01,
               "backbone_input": [2, 3, 16, 32, 32], "devices": ["cpu"]}
     r = run_notebook(NOTEBOOKS / "02_vectorized_implementation.ipynb", tmp_path, params)
     assert r["devices"] == ["cpu"]
@@ -76,18 +86,34 @@ def test_02_vectorized_implementation(tmp_path):
         assert check["window_sums"] < 1e-12 and check["trailing_frame"] == 0
     assert r["gram_macs_per_window"]["backward, derived"] == 15 * 24 + 5**2 * 32  # UP + T²K at T = 5 (U = 15), K = 32, P = 24
     sweeps = r["sweeps"]["cpu"]
-    assert set(sweeps["T"]) == {"3", "5"} and set(sweeps["K"]) == {"16", "64"} and set(sweeps["B"]) == {"4", "8"}
+    assert set(sweeps["T"]) == {"3", "5", "8"} and set(sweeps["K"]) == {"16", "64"} and set(sweeps["B"]) == {"4", "8"}
     for row in sweeps["T"].values():
         assert set(row) == {"loop", "materialized", "Gram"}
         assert all(v["ms"] > 0 and v["forward_ms"] > 0 and v["predicted_MB"] > 0 for v in row.values())
     W, T, K, P = 8, 5, 32, 24
     assert sweeps["T"]["5"]["materialized"]["predicted_MB"] == pytest.approx(4 * (3 * W * P * T * K + 2 * W * T * K) / 2**20)
+    P8 = 1000  # T = 8: the orderings drawn per call, not 7! = 5040
+    assert sweeps["T"]["8"]["materialized"]["predicted_MB"] == pytest.approx(4 * (3 * W * P8 * 8 * K + 2 * W * 8 * K) / 2**20)
     allocated = r["allocated_MB"]["5"]
     assert allocated["loop"] > allocated["materialized"] > 10 * allocated["Gram"]
     assert r["backbone"]["cpu"]["step_ms"]["with GRW"] > 0 and r["backbone"]["cpu"]["loss_alone_ms"] > 0
     assert (tmp_path / "loss_cost_sweeps.png").is_file()
     key = "derived gradient passes gradcheck and equals autograd's"
     assert r["summary"][key] is True and ("02", key, "True") in summary_rows({"02": r})
+    speed_up = r["summary"]["speed-up of Gram over materialized at B, T, K = 8, 5, 32 (cpu)"]
+    assert speed_up.endswith("x") and float(speed_up[:-1]) > 0  # "0.62x" for a slower Gram form, never a rounded "1x"
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"base": [32, 6]}, "parameter base = \\[32, 6\\]: expected \\[B, T, K\\]"),
+    ({"T_values": [2, 5]}, "parameter T_values = \\[2, 5\\]: expected window lengths from 3 to 16"),
+    ({"K_values": [65536]}, "the materialized form at B, T, K = \\(32, 6, 65536\\) would need"),
+    ({"backbone_input": [2, 3, 8, 32, 32]}, "parameter backbone_input = \\[2, 3, 8, 32, 32\\]: expected"),
+])
+def test_02_refuses_bad_parameters_before_any_work(tmp_path, params, message):
+    with pytest.raises(Exception, match=message):
+        run_notebook(NOTEBOOKS / "02_vectorized_implementation.ipynb", tmp_path / "out", params)
+    assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_03_airplanes_warmup(tmp_path):
@@ -160,6 +186,20 @@ def test_04_kinetics600_movinet_under_torchrun(tmp_path):
     assert set(r["seconds"]) == {"data", "baseline", "grw", "total"}
     for name in ("clips", "learning_curves"):
         assert (tmp_path / f"{name}.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"batch_size": 80}, "parameter batch_size = 80: expected at most the stand-in's 64 training videos"),
+    ({"frames": 120}, "parameter frames = 120: expected a clip of at most the stand-in's 10 s"),
+    ({"frames": 4}, "parameter frames = 4: expected at least the preset's GRW window T = 5"),
+    ({"synthetic": {"clases": 3}}, "parameter synthetic = \\{'clases': 3\\}: expected counts >= 1 under the keys"),
+    ({"preset": "a9"}, "unknown preset 'a9'"),
+])
+def test_04_refuses_bad_parameters_before_any_work(tmp_path, params, message):
+    with pytest.raises(Exception, match=message):
+        run_notebook(NOTEBOOKS / "04_kinetics600_movinet.ipynb", tmp_path / "out",
+                     {**params, "synthetic_root": str(tmp_path / "data")})
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out" / "baseline").exists()
 
 
 def test_05_your_own_model_with_sampled_orderings(tmp_path):
