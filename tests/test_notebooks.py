@@ -188,6 +188,20 @@ def test_04_kinetics600_movinet_under_torchrun(tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 5_000
 
 
+def test_04_another_preset_in_one_process_prints_what_it_stores(tmp_path):
+    synthetic = {"classes": 2, "train_per_class": 4, "val_per_class": 2, "test_per_class": 2, "seed": 2}
+    params = {"preset": "a1s", "synthetic_root": str(tmp_path / "data"), "synthetic": synthetic, "epochs": 1,
+              "batch_size": 4, "frames": 5, "crop": 32, "precise_bn": 0, "seed": 1}
+    r = run_notebook(NOTEBOOKS / "04_kinetics600_movinet.ipynb", tmp_path, params)
+    assert (r["preset"], r["world_size"], r["classes"], r["epochs"]) == ("a1s", 1, 2, 1)
+    assert all(e["clips"] > 0 and 0 <= e["top1"] <= 1 for e in r["evaluate"].values())
+    printed = "".join("".join(output.get("text", "")) for cell in json.loads((tmp_path / "04_kinetics600_movinet.ipynb").read_text())["cells"]
+                      if cell["cell_type"] == "code" for output in cell.get("outputs", []))
+    assert "preset a1s: MoViNet-A1 stream" in printed
+    for key, value in r["summary"].items():
+        assert f"{key:40s} {value}" in printed
+
+
 @pytest.mark.parametrize(("params", "message"), [
     ({"batch_size": 80}, "parameter batch_size = 80: expected at most the stand-in's 64 training videos"),
     ({"frames": 120}, "parameter frames = 120: expected a clip of at most the stand-in's 10 s"),
