@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     tour.add_argument("--notebooks", default="notebooks", help="folder of the notebooks to run")
     tour.add_argument("--out", default="runs/tour", help="folder of the executed notebooks, figures and results")
     tour.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                      help="set a parameter of the notebooks that declare it (a Python literal, else text); repeatable")
+                      help="set a parameter (a Python literal, else text) of every notebook that declares NAME, or with "
+                           "NB:NAME of the one notebook whose name starts with NB (e.g. 03:preset); repeatable")
     tour.set_defaults(run=_tour)
     return parser
 
