@@ -3,23 +3,66 @@
 A field declared with :func:`option` carries its help text in its metadata; :func:`add_options`
 reads the field types with ``typing.get_type_hints`` and adds one argparse option per field,
 :func:`from_args` builds the dataclass back and :func:`to_args` is its inverse, so a run in a
-notebook and the same run under ``torchrun`` share one definition of every setting.
+notebook and the same run under ``torchrun`` share one definition of every setting. A numeric field may carry
+its range (``option(5, "…", at_least=3, at_most=64)``): :func:`check_ranges` refuses a value outside it (and any
+float that is not finite) with one line naming the field, and the ``--help`` text states it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal
 
-__all__ = ["add_options", "from_args", "option", "run_defining", "to_args"]
+__all__ = ["add_options", "check_ranges", "from_args", "option", "range_text", "run_defining", "to_args"]
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, defines_run: bool = True) -> Any:
-    """A dataclass field with ``help`` text; ``defines_run=False`` marks a setting a resumed run may change."""
-    return dataclasses.field(default=default, metadata={"help": help, "defines_run": defines_run})
+def option(
+    default: Any = dataclasses.MISSING, help: str = "", *, defines_run: bool = True, at_least: float | None = None,
+    above: float | None = None, at_most: float | None = None, below: float | None = None,
+) -> Any:
+    """A dataclass field with ``help`` text; ``defines_run=False`` marks a setting a resumed run may change.
+
+    ``at_least`` / ``above`` / ``at_most`` / ``below`` bound a numeric field (checked by :func:`check_ranges`).
+    """
+    bounds = {"at_least": at_least, "above": above, "at_most": at_most, "below": below}
+    return dataclasses.field(default=default, metadata={"help": help, "defines_run": defines_run,
+                                                        "range": {k: v for k, v in bounds.items() if v is not None}})
+
+
+def _condition(bounds: dict[str, float]) -> str:
+    """``bounds`` as a condition: ``>= 1``, ``in [0, 1)``; empty when unbounded."""
+    low = ("[", bounds["at_least"]) if "at_least" in bounds else ("(", bounds["above"]) if "above" in bounds else None
+    high = ("]", bounds["at_most"]) if "at_most" in bounds else (")", bounds["below"]) if "below" in bounds else None
+    if low and high:
+        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}"
+    if high:
+        return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
+    return ""
+
+
+def range_text(bounds: dict[str, float], integer: bool) -> str:
+    """``bounds`` in words: ``an integer >= 1``, ``a finite number in [0, 1)``."""
+    return " ".join(filter(None, ("an integer" if integer else "a finite number", _condition(bounds))))
+
+
+def check_ranges(obj: Any) -> None:
+    """Raise ``ValueError("NAME must be RANGE, got VALUE")`` for the first numeric field of the dataclass instance ``obj``
+    outside its range, or a float field that is not finite (``None`` passes: it means "not set")."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        bounds = f.metadata.get("range", {})
+        inside = (math.isfinite(value) and value >= bounds.get("at_least", -math.inf) and value > bounds.get("above", -math.inf)
+                  and value <= bounds.get("at_most", math.inf) and value < bounds.get("below", math.inf))
+        if not inside:
+            raise ValueError(f"{f.name} must be {range_text(bounds, isinstance(value, int))}, got {value!r}")
 
 
 def run_defining(obj: Any) -> dict[str, Any]:
@@ -58,7 +101,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = 
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = argparse.SUPPRESS if required else f.default  # a required option has no default to show
         shown = "" if required else " (default: %(default)s)"
-        help_text = f.metadata.get("help", "") + shown
+        bounds = f.metadata.get("range")
+        limits = f" [{_condition(bounds)}]" if bounds else ""
+        help_text = f.metadata.get("help", "") + limits + shown
         if kind is bool:
             group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif typing.get_origin(kind) is Literal:

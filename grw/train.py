@@ -51,7 +51,7 @@ from grw.contracts import (
 )
 from grw.io import UnreadableCheckpoint, load_checkpoint, remove_temporaries, save_atomic, write_atomic
 from grw.metrics import topk_correct
-from grw.options import option, run_defining
+from grw.options import check_ranges, option, run_defining
 
 __all__ = [
     "Batch",
@@ -92,26 +92,29 @@ class TrainingStopped(RuntimeError):
 class TrainConfig:
     """Optimisation, precision, processes and output of a training run (saved in every checkpoint)."""
 
-    epochs: int = option(10, "training epochs", defines_run=False)
-    batch_size: int = option(32, "global batch size, split over the processes")
-    lr: float = option(1e-3, "peak learning rate of the head (everything after the backbone), > 0")
-    backbone_lr: float | None = option(None, "peak learning rate of the backbone; none: the same as --lr")
-    min_lr_ratio: float = option(0.01, "the cosine schedule ends at lr × this (paper: 1e-4 → 1e-6)")
-    warmup_epochs: float = option(0.0, "epochs of linear learning-rate warm-up")
+    epochs: int = option(10, "training epochs", defines_run=False, at_least=1, at_most=100_000)
+    batch_size: int = option(32, "global batch size, split over the processes", at_least=1, at_most=65_536)
+    lr: float = option(1e-3, "peak learning rate of the head (everything after the backbone)", above=0)
+    backbone_lr: float | None = option(None, "peak learning rate of the backbone; none: the same as --lr", above=0)
+    min_lr_ratio: float = option(0.01, "the cosine schedule ends at lr × this (paper: 1e-4 → 1e-6)", at_least=0, at_most=1)
+    warmup_epochs: float = option(0.0, "epochs of linear learning-rate warm-up, at most --epochs", at_least=0)
     optimizer: Literal["adamw", "rmsprop"] = option("adamw", "optimizer")
-    weight_decay: float = option(0.05, "decoupled weight decay of weights (not of biases and norms)")
-    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy")
-    clip_grad_norm: float | None = option(None, "clip the gradient norm to this; none: no clipping")
+    weight_decay: float = option(0.05, "decoupled weight decay of weights (not of biases and norms)", at_least=0)
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", at_least=0, below=1)
+    clip_grad_norm: float | None = option(None, "clip the gradient norm to this; none: no clipping", above=0)
     amp: Literal["none", "bf16", "fp16"] = option("none", "mixed precision on CUDA")
-    ema_decay: float | None = option(None, "keep an exponential moving average of the weights with this decay (per step)")
+    ema_decay: float | None = option(None, "keep an exponential moving average of the weights with this decay (per step)",
+                                     above=0, below=1)
     precise_bn: int = option(0, "before each evaluation, recompute the BatchNorm statistics of the raw and EMA weights "
-                                "over this many training batches (0: off); for short runs, whose running statistics lag")
+                                "over this many training batches (0: off); for short runs, whose running statistics lag",
+                             at_least=0, at_most=100_000)
     sync_bn: bool = option(False, "synchronise BatchNorm statistics across processes")
-    seed: int = option(0, "seed of the weights, the data order and the augmentation")
+    seed: int = option(0, "seed of the weights, the data order and the augmentation", at_least=0)
     device: str = option("cpu", "cpu, cuda (each process takes cuda:LOCAL_RANK) or cuda:N", defines_run=False)
-    num_workers: int = option(0, "data-loading processes per training process", defines_run=False)
+    num_workers: int = option(0, "data-loading processes per training process", defines_run=False, at_least=0,
+                             at_most=256)
     log_interval: int = option(50, "steps between reads of the running loss (each read waits for the device; "
-                                   "a non-finite loss stops the run there)", defines_run=False)
+                                   "a non-finite loss stops the run there)", defines_run=False, at_least=1)
     out_dir: str | None = option(None, "folder for checkpoint.pt (checkpoint.prev.pt: the epoch before) and metrics.jsonl; "
                                  "none: write nothing", defines_run=False)
     resume: bool = option(False, "continue the run in --out-dir from its checkpoint (with the same settings)", defines_run=False)
@@ -120,28 +123,16 @@ class TrainConfig:
     overwrite: bool = option(False, "start again in an --out-dir that holds a run: its checkpoints, metrics and results "
                                     "are deleted", defines_run=False)
     max_unreadable: float = option(0.5, "stop when more than this share of an epoch's training clips is unreadable",
-                                   defines_run=False)
+                                   defines_run=False, at_least=0, at_most=1)
     progress: bool = option(True, "a progress bar per epoch", defines_run=False)
     log_epochs: bool = option(True, "one line of metrics per epoch", defines_run=False)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.log_interval < 1:
-            raise ValueError(f"epochs, batch_size and log_interval must be >= 1, got {self.epochs}, {self.batch_size}, "
-                             f"{self.log_interval}")
-        if self.precise_bn < 0:
-            raise ValueError(f"precise_bn must be a number of batches >= 0, got {self.precise_bn}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        for name in ("backbone_lr", "min_lr_ratio", "warmup_epochs", "weight_decay", "label_smoothing", "clip_grad_norm"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if not 0 <= self.max_unreadable <= 1:
-            raise ValueError(f"max_unreadable must be a share in [0, 1], got {self.max_unreadable}")
+        check_ranges(self)
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs must be at most the run's epochs = {self.epochs}, got {self.warmup_epochs}")
         if self.amp not in ("none", "bf16", "fp16") or self.optimizer not in ("adamw", "rmsprop"):
             raise ValueError(f"amp must be none|bf16|fp16 and optimizer adamw|rmsprop, got {self.amp!r}, {self.optimizer!r}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.overwrite and (self.resume or self.resume_previous):
             raise ValueError("--overwrite starts the run in --out-dir again and --resume continues it: pass one of them")
         _parse_device(self.device)

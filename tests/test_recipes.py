@@ -90,7 +90,7 @@ def test_the_head_mlp_width_is_a_setting():
     widths = {mlp_dim: build_model(KineticsModel(embed_dim=32, head_mlp_dim=mlp_dim), num_classes=3).head.blocks[0].mlp[1].out_features
               for mlp_dim in (None, 48)}
     assert widths == {None: 64, 48: 48}
-    with pytest.raises(ValueError, match="head_mlp_dim must be a positive integer or None"):
+    with pytest.raises(ValueError, match="head_mlp_dim must be an integer in \\[1, 65536\\], got 0"):
         KineticsModel(head_mlp_dim=0)
 
 
@@ -122,19 +122,49 @@ def test_every_option_has_help_text_and_shows_its_default(recipe, capsys):
         (["--alpha", "nan"], "alpha must be a finite number >= 0"),
         (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
         (["--lr", "0"], "lr must be a finite number > 0, got 0.0"),
-        (["--T", "2"], "T must be an integer >= 3"),
+        (["--T", "2"], "T must be an integer in [3, 64], got 2"),
         (["--model", "a9"], "unknown MoViNet 'a9'"),
         (["--frames", "4"], "--frames 4 is fewer than one GRW window of --T 5 frames"),
         (["--device", "foo"], "unknown device 'foo': expected cpu, cuda or cuda:N"),
         (["--device", "cuda:99"], "torch sees"),
         (["--resume", "--overwrite"], "--overwrite starts the run in --out-dir again and --resume continues it"),
         (["--frames", "4", "--lam", "0"], "no train split at"),  # the baseline needs no window: the data is read
+        (["--fps", "0"], "fps must be a finite number in (0, 240], got 0.0"),
+        (["--fps", "inf"], "fps must be a finite number in (0, 240], got inf"),
+        (["--label-smoothing", "1"], "label_smoothing must be a finite number in [0, 1), got 1.0"),
+        (["--head-heads", "0"], "head_heads must be an integer in [1, 64], got 0"),
+        (["--head-heads", "3"], "head_heads must divide embed_dim = 256, got 3"),
+        (["--head-depth", "-1"], "head_depth must be an integer in [1, 24], got -1"),
+        (["--max-perms", "1000000000"], "max_perms must be an integer in [2, 100000], got 1000000000"),
+        (["--min-lr-ratio", "2"], "min_lr_ratio must be a finite number in [0, 1], got 2.0"),
+        (["--epochs", "2", "--warmup-epochs", "3"], "warmup_epochs must be at most the run's epochs = 2, got 3.0"),
+        (["--crop", "100000"], "crop must be an integer in [32, 1024], got 100000"),
     ],
 )
 def test_bad_settings_are_refused_before_any_data_is_read(argv, message, tmp_path):
     with pytest.raises(SystemExit) as refused:
         main(["train", "kinetics", "--data-root", str(tmp_path / "data"), *argv])
     assert str(refused.value.code).startswith("error: ") and message in str(refused.value.code)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--stages", "0"], "stages must be an integer in [1, 6], got 0"),
+    (["--stages", "40"], "stages must be an integer in [1, 6], got 40"),  # 2^40 channels: refused, never allocated
+    (["--width", "0"], "width must be an integer in [1, 512], got 0"),
+    (["--n-train", "1000000000"], "n_train must be an integer in [3, 100000], got 1000000000"),
+    (["--val-fraction", "1"], "val_fraction must be a finite number in (0, 1), got 1.0"),
+])
+def test_airplanes_options_out_of_range_are_one_line_before_anything_is_rendered(argv, message, tmp_path):
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "airplanes", "--data-root", str(tmp_path / "data"), *argv])
+    assert str(refused.value.code) == f"error: {message}" and not (tmp_path / "data").exists()
+
+
+def test_help_states_each_range(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "kinetics", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "side of the square crop (paper: 172 for A0/A1, 224 for A2, 256 for A3) [in [32, 1024]] (default: 172)" in text
 
 
 def test_airplanes_recipe_trains_from_the_command_line(tmp_path):

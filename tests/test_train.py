@@ -264,8 +264,8 @@ def test_settings_that_cannot_train_are_refused():
         (dict(lr=float("nan")), "lr must be a finite number > 0"),
         (dict(device="foo"), "unknown device 'foo': expected cpu, cuda or cuda:N"),
         (dict(device="meta"), "unsupported device 'meta'"),
-        (dict(max_unreadable=1.5), "max_unreadable must be a share in"),
-        (dict(precise_bn=-1), "precise_bn must be a number of batches >= 0"),
+        (dict(max_unreadable=1.5), "max_unreadable must be a finite number in [0, 1], got 1.5"),
+        (dict(precise_bn=-1), "precise_bn must be an integer in [0, 100000], got -1"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             TrainConfig(**settings)

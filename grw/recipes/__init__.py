@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import importlib
 import json
-import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from typing import Any, NamedTuple
 
 from grw.io import write_atomic
 from grw.loss import GRWLoss
-from grw.options import add_options, from_args, option, to_args
+from grw.options import add_options, check_ranges, from_args, option, to_args
 from grw.train import RESULTS, TrainConfig, TrainResult, check_out_dir, init_distributed, world
 
 __all__ = ["RECIPES", "Recipe", "Run", "Smoothing", "add_train_command", "check_run", "get_recipe", "launch", "summarize",
@@ -44,15 +43,14 @@ RECIPES = ("airplanes", "kinetics")
 class Smoothing:
     """The GRW loss of a run: CE + lam · GRW(Z) over windows of T frames."""
 
-    lam: float = option(0.1, "weight of the GRW loss (paper: 0.1); 0 trains the baseline")
-    alpha: float = option(0.5, "weight of the scale term inside the GRW loss (paper: 0.5)")
-    T: int = option(5, "frames per GRW window (paper: 5 or 6)")
-    max_perms: int = option(1000, "orderings scored per window when T > 7 (a random sample)")
+    lam: float = option(0.1, "weight of the GRW loss (paper: 0.1); 0 trains the baseline", at_least=0)
+    alpha: float = option(0.5, "weight of the scale term inside the GRW loss (paper: 0.5)", at_least=0)
+    T: int = option(5, "frames per GRW window (paper: 5 or 6)", at_least=3, at_most=64)
+    max_perms: int = option(1000, "orderings scored per window when T > 7 (a random sample)", at_least=2,
+                            at_most=100_000)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
-        GRWLoss(self.T, self.alpha, self.max_perms)  # the loss checks its own settings
+        check_ranges(self)
 
     def regularizer(self) -> GRWLoss | None:
         """The loss on ``Z`` to pass to :func:`grw.train.fit`; ``None`` for the baseline (``lam = 0``)."""

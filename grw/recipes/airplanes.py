@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from grw.data.airplanes import AirplanesConfig, AirplanesDataset, load_airplanes
 from grw.models import GRWVideoClassifier, TemporalTransformerHead
 from grw.models.encoders import CausalVideoEncoder
-from grw.options import option
+from grw.options import check_ranges, option
 from grw.paths import project_path
 from grw.recipes import Recipe, Run, Smoothing, check_run, summarize
 from grw.train import TrainConfig, evaluate, fit, seed_everything
@@ -25,12 +25,15 @@ class AirplanesData:
 
     data_root: str = option("data/airplanes", "rendered datasets are cached here, one folder per parameter set",
                             defines_run=False)  # the clips are those of the other fields, wherever they are cached
-    n_train: int = option(1000, "training clips (the validation part is carved from them)")
-    n_test: int = option(100, "test clips")
-    frames: int = option(12, "frames per clip")
-    size: int = option(32, "pixels per side")
-    val_fraction: float = option(0.1, "fraction of the training clips held out for validation")
-    data_seed: int = option(0, "seed of the rendered clips and of the validation split")
+    n_train: int = option(1000, "training clips (the validation part is carved from them)", at_least=3, at_most=100_000)
+    n_test: int = option(100, "test clips", at_least=3, at_most=100_000)
+    frames: int = option(12, "frames per clip", at_least=3, at_most=256)
+    size: int = option(32, "pixels per side", at_least=16, at_most=256)
+    val_fraction: float = option(0.1, "fraction of the training clips held out for validation", above=0, below=1)
+    data_seed: int = option(0, "seed of the rendered clips and of the validation split", at_least=0)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     def config(self) -> AirplanesConfig:
         """The renderer's settings of these clips."""
@@ -42,12 +45,17 @@ class AirplanesData:
 class AirplanesModel:
     """A causal 3-D CNN (or its per-frame ablation) and the temporal Transformer head."""
 
-    embed_dim: int = option(32, "width K of the per-frame embeddings Z")
-    width: int = option(16, "channels of the encoder's first stage, doubled at every stage")
-    stages: int = option(3, "encoder stages (each halves the frame size)")
-    temporal_kernel: int = option(3, "frames each encoder layer sees (1: the per-frame ablation)")
-    head_depth: int = option(1, "Transformer blocks of the head")
-    head_heads: int = option(4, "attention heads of the head")
+    embed_dim: int = option(32, "width K of the per-frame embeddings Z", at_least=1, at_most=4096)
+    width: int = option(16, "channels of the encoder's first stage, doubled at every stage", at_least=1, at_most=512)
+    stages: int = option(3, "encoder stages (each halves the frame size)", at_least=1, at_most=6)
+    temporal_kernel: int = option(3, "frames each encoder layer sees (1: the per-frame ablation)", at_least=1, at_most=15)
+    head_depth: int = option(1, "Transformer blocks of the head", at_least=1, at_most=24)
+    head_heads: int = option(4, "attention heads of the head (they divide --embed-dim)", at_least=1, at_most=64)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.embed_dim % self.head_heads:
+            raise ValueError(f"head_heads must divide embed_dim = {self.embed_dim}, got {self.head_heads}")
 
 
 def load_data(spec: AirplanesData, progress: bool = True) -> tuple[AirplanesDataset, AirplanesDataset, AirplanesDataset]:

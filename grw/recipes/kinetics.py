@@ -28,7 +28,7 @@ from grw.io import load_checkpoint, text_table, write_atomic
 from grw.metrics import ClipVideoAccuracy
 from grw.models import GRWVideoClassifier, TemporalTransformerHead
 from grw.models.movinet import CONFIGS, create_movinet, load_movinet_pytorch_state_dict
-from grw.options import option
+from grw.options import check_ranges, option
 from grw.recipes import Recipe, Run, Smoothing, check_run, summarize
 from grw.train import Batch, TrainConfig, collate_clips, fit, resolve_device, seed_everything, world
 
@@ -106,10 +106,15 @@ class KineticsData:
     """Clips of a Kinetics-layout folder: one clip of ``frames`` frames at ``fps`` per video, ``crop``² pixels."""
 
     data_root: str = option(help="Kinetics-layout folder ROOT/{train,val}/<class>/<video> or a manifest of '<path> <label>' lines")
-    frames: int = option(50, "frames per clip (paper: 50 for A0–A2, 120 for A3)")
-    fps: float = option(5.0, "frames per second of the clips (paper: 5 for A0–A2, 12 for A3)")
-    crop: int = option(172, "side of the square crop (paper: 172 for A0/A1, 224 for A2, 256 for A3)")
-    min_crop_area: float = option(0.08, "smallest area fraction of the training RandomResizedCrop (torchvision's 0.08)")
+    frames: int = option(50, "frames per clip (paper: 50 for A0–A2, 120 for A3)", at_least=1, at_most=1000)
+    fps: float = option(5.0, "frames per second of the clips (paper: 5 for A0–A2, 12 for A3)", above=0, at_most=240)
+    crop: int = option(172, "side of the square crop (paper: 172 for A0/A1, 224 for A2, 256 for A3)", at_least=32,
+                      at_most=1024)
+    min_crop_area: float = option(0.08, "smallest area fraction of the training RandomResizedCrop (torchvision's 0.08)",
+                                  above=0, at_most=1)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass
@@ -118,20 +123,22 @@ class KineticsModel:
 
     model: str = option("a0", f"MoViNet variant: {', '.join(CONFIGS)}")
     stream: bool = option(True, "causal stream variant (--no-stream: base)")
-    embed_dim: int = option(256, "width K of the per-frame embeddings Z")
-    head_depth: int = option(1, "Transformer blocks of the head")
-    head_heads: int = option(4, "attention heads of the head")
-    head_mlp_dim: int | None = option(None, "hidden width of the MLP of the head's blocks (none: 2·K)")
-    head_dropout: float = option(0.1, "dropout of the head")
-    head_drop_path: float = option(0.1, "stochastic depth of the head's blocks")
-    backbone_drop_path: float = option(0.2, "stochastic depth of the MoViNet blocks")
+    embed_dim: int = option(256, "width K of the per-frame embeddings Z", at_least=1, at_most=8192)
+    head_depth: int = option(1, "Transformer blocks of the head", at_least=1, at_most=24)
+    head_heads: int = option(4, "attention heads of the head (they divide --embed-dim)", at_least=1, at_most=64)
+    head_mlp_dim: int | None = option(None, "hidden width of the MLP of the head's blocks (none: 2·K)", at_least=1,
+                                      at_most=65_536)
+    head_dropout: float = option(0.1, "dropout of the head", at_least=0, below=1)
+    head_drop_path: float = option(0.1, "stochastic depth of the head's blocks", at_least=0, below=1)
+    backbone_drop_path: float = option(0.2, "stochastic depth of the MoViNet blocks", at_least=0, below=1)
     init_checkpoint: str | None = option(None, "initial weights: a MoViNet-pytorch state dict or a checkpoint.pt of this engine")
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.model.lower() not in CONFIGS:
             raise ValueError(f"unknown MoViNet {self.model!r}: expected one of {', '.join(CONFIGS)}")
-        if self.head_mlp_dim is not None and self.head_mlp_dim < 1:
-            raise ValueError(f"head_mlp_dim must be a positive integer or None (2·K), got {self.head_mlp_dim}")
+        if self.embed_dim % self.head_heads:
+            raise ValueError(f"head_heads must divide embed_dim = {self.embed_dim}, got {self.head_heads}")
 
 
 def build_model(spec: KineticsModel, num_classes: int) -> GRWVideoClassifier:
