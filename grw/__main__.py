@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from grw.io import check_writable
 from grw.recipes import add_train_command
 from grw.tour import NotebookError, parse_value
 from grw.train import TrainingStopped, resolve_device
@@ -22,6 +23,8 @@ def _bench(args: argparse.Namespace) -> None:
     from grw import bench
 
     resolve_device(args.device)  # a device that is not there is a clear error before any work
+    if args.json is not None:
+        check_writable(args.json, "--json file")
     runner = {
         "loss": bench.bench_loss,
         "airplanes": bench.bench_airplanes,
@@ -58,6 +61,8 @@ def _kinetics_evaluate(args: argparse.Namespace) -> None:
     from grw.recipes.kinetics import evaluate_checkpoint
     from grw.train import init_distributed
 
+    if args.json is not None:
+        check_writable(args.json, "--json file")
     init_distributed(args.device)  # under torchrun: each process scores its share of the clips
     try:
         evaluate_checkpoint(args.checkpoint, args.root, args.split, args.preset, ema=args.ema, batch_size=args.batch_size,

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from grw.contracts import ClassifierOutput
-from grw.io import text_table
+from grw.io import text_table, write_atomic
 
 LOSS_CASES: tuple[tuple[int, int, int], ...] = ((64, 5, 480), (64, 7, 480), (256, 7, 480), (64, 16, 480), (64, 6, 2048))
 
@@ -110,7 +110,7 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
 def _write_json(results: dict, json_path: Path | None) -> None:
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+        write_atomic(json_path, json.dumps(results, indent=2) + "\n")
 
 
 def _print_table(rows: list[dict[str, Any]], columns: dict[str, str]) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["UnreadableCheckpoint", "atomic_path", "load_checkpoint", "remove_temporaries", "save_atomic", "text_table",
-           "write_atomic"]
+__all__ = ["UnreadableCheckpoint", "atomic_path", "check_writable", "load_checkpoint", "remove_temporaries", "save_atomic",
+           "text_table", "write_atomic"]
 
 
 class UnreadableCheckpoint(ValueError):
@@ -78,6 +78,22 @@ def save_atomic(obj: Any, path: str | Path, *, previous: str | Path | None = Non
     """``torch.save(obj)`` to ``path`` atomically (the file it replaces kept as ``previous``, if given)."""
     with atomic_path(path, previous=previous) as tmp:
         torch.save(obj, tmp)
+
+
+def check_writable(path: str | Path, what: str = "output file") -> Path:
+    """``path`` as a Path once a file can be written there (its folder existing or creatable); a ValueError naming it
+    otherwise. Creates nothing: a command checks its output files before any work."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"the {what} {path} is a folder: give a file name")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"the {what} {path} cannot be written: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"the {what} {path} cannot be written: no permission to write in {ancestor}")
+    return path
 
 
 def write_atomic(path: str | Path, text: str) -> None:

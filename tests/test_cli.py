@@ -195,3 +195,17 @@ def test_every_notebook_declares_what_its_parameters_cell_assigns_and_checks_the
              for node in ast.walk(ast.parse(cell.source)) if isinstance(node, ast.Call)
              and getattr(node.func, "id", None) == "check_parameters"]
     assert len(calls) == 1 and {keyword.arg for keyword in calls[0].keywords} == set(declared)
+
+
+@pytest.mark.parametrize("command", [["bench", "loss"], ["kinetics", "evaluate", "--checkpoint", "missing.pt", "--root", "r",
+                                                          "--preset", "a0s"]])
+def test_json_paths_are_checked_before_any_work(command, tmp_path, monkeypatch):
+    import grw.bench
+
+    monkeypatch.setattr(grw.bench, "bench_loss", lambda **kwargs: pytest.fail("measured before the --json path was checked"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for target, message in ((tmp_path, "is a folder: give a file name"), (blocker / "out.json", "a-file is a file, not a folder")):
+        with pytest.raises(SystemExit) as refused:
+            main([*command, "--json", str(target)])
+        assert str(refused.value.code).startswith("error: the --json file") and message in str(refused.value.code)
