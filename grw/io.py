@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 import shutil
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +14,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["UnreadableCheckpoint", "atomic_path", "check_writable", "load_checkpoint", "remove_temporaries", "save_atomic",
-           "text_table", "write_atomic"]
+__all__ = ["UnreadableCheckpoint", "atomic_path", "check_writable", "folder_lock", "load_checkpoint", "lock_holder",
+           "remove_temporaries", "save_atomic", "text_table", "write_atomic"]
 
 
 class UnreadableCheckpoint(ValueError):
@@ -94,6 +95,54 @@ def check_writable(path: str | Path, what: str = "output file") -> Path:
     if not os.access(ancestor, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ValueError(f"the {what} {path} cannot be written: no permission to write in {ancestor}")
     return path
+
+
+LOCK = ".lock"  # the file a run holds locked in its folder
+
+
+def _lock(handle: Any) -> bool:
+    """Take an exclusive advisory lock on the open file ``handle`` without waiting; False if another holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform (Windows): folders are not guarded
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def lock_holder(folder: str | Path) -> str | None:
+    """Who holds ``folder``'s lock (see :func:`folder_lock`), or ``None`` when no process does. Changes nothing."""
+    path = Path(folder) / LOCK
+    if not path.is_file():
+        return None
+    with open(path, "r+") as handle:
+        if _lock(handle):
+            return None  # released when the file closes
+        return handle.read().strip() or "another process"
+
+
+@contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold ``folder`` (created if needed) for one process while the block runs; a second is refused at once.
+
+    An exclusive advisory lock on ``folder/.lock``, which the operating system releases when the holder ends, however
+    it ends (a kill included): nothing stale is left to clean up. A ValueError names the holder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a+") as handle:
+        if not _lock(handle):
+            handle.seek(0)
+            raise ValueError(f"{folder} is in use by another run ({handle.read().strip() or 'another process'}): wait "
+                             "for it to end, or give another --out-dir")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
 
 
 def write_atomic(path: str | Path, text: str) -> None:

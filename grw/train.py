@@ -17,6 +17,7 @@ with :class:`TrainingStopped` when its loss turns non-finite or most of an epoch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -49,7 +50,8 @@ from grw.contracts import (
     check_model,
     check_output,
 )
-from grw.io import UnreadableCheckpoint, load_checkpoint, remove_temporaries, save_atomic, write_atomic
+from grw.io import (UnreadableCheckpoint, folder_lock, load_checkpoint, lock_holder, remove_temporaries, save_atomic,
+                    write_atomic)
 from grw.metrics import topk_correct
 from grw.options import check_ranges, option, run_defining
 
@@ -85,7 +87,8 @@ SHOWN_UNREADABLE = 5  # unreadable samples named when an epoch is stopped for th
 
 
 class TrainingStopped(RuntimeError):
-    """A run stopped because continuing would train on garbage: a non-finite loss, or mostly unreadable clips."""
+    """A run stopped because continuing would train on garbage (a non-finite loss, mostly unreadable clips) or lose its
+    work (a checkpoint that cannot be saved)."""
 
 
 @dataclass
@@ -571,7 +574,11 @@ def _changed_settings(saved: dict[str, dict[str, Any]], now: dict[str, dict[str,
 
 
 def check_out_dir(cfg: TrainConfig) -> None:
-    """Refuse an ``out_dir`` that holds a run's checkpoint unless ``cfg`` continues it (resume) or starts it again (overwrite)."""
+    """Refuse an ``out_dir`` that another run is using, or that holds a run's checkpoint unless ``cfg`` continues it
+    (resume) or starts it again (overwrite)."""
+    holder = lock_holder(cfg.out_dir) if cfg.out_dir is not None and world()[0] == 0 else None
+    if holder is not None:
+        raise ValueError(f"{cfg.out_dir} is in use by another run ({holder}): wait for it to end, or give another --out-dir")
     if cfg.out_dir is None or cfg.resume or cfg.resume_previous or cfg.overwrite:
         return
     found = next((name for name in (CHECKPOINT, PREVIOUS) if (Path(cfg.out_dir) / name).exists()), None)
@@ -630,11 +637,23 @@ def _claim_out_dir(out_dir: Path, cfg: TrainConfig) -> None:
         os.replace(out_dir / CHECKPOINT, out_dir / SET_ASIDE)  # kept, not lost; the next save must not make it "previous"
 
 
-def save_checkpoint(out_dir: Path, trainer: Trainer, history: list[dict[str, Any]], settings: dict[str, dict[str, Any]]) -> None:
-    """Write ``checkpoint.pt`` (the whole state after ``history[-1]``; the one it replaces becomes ``checkpoint.prev.pt``) and ``metrics.jsonl``."""
+def save_checkpoint(
+    out_dir: Path, trainer: Trainer, history: list[dict[str, Any]], settings: dict[str, dict[str, Any]], seconds: float = 0.0,
+) -> None:
+    """Write ``checkpoint.pt`` (the whole state after ``history[-1]`` and the ``seconds`` of training so far; the one it
+    replaces becomes ``checkpoint.prev.pt``) and ``metrics.jsonl``."""
     state = {"epoch": len(history), "config": dataclasses.asdict(trainer.cfg), "settings": settings, "history": history,
-             **trainer.state_dict()}
-    save_atomic(state, out_dir / CHECKPOINT, previous=out_dir / PREVIOUS)
+             "seconds": seconds, **trainer.state_dict()}
+    try:
+        save_atomic(state, out_dir / CHECKPOINT, previous=out_dir / PREVIOUS)
+        _write_metrics(out_dir, history)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        kept = f"the checkpoint of epoch {len(history) - 1} is intact" if len(history) > 1 else "no checkpoint was written"
+        raise TrainingStopped(f"could not save epoch {len(history)} into {out_dir} ({' '.join(str(error).split())}); "
+                              f"{kept}: free space and pass --resume") from error
+
+
+def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
     write_atomic(out_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
 
 
@@ -667,7 +686,9 @@ def fit(
     checkpoint and ``metrics.jsonl``; ``cfg.resume`` continues from the checkpoint there, exactly, and a
     folder that holds a run needs it or ``cfg.overwrite`` (:func:`check_out_dir`).
     ``specs`` (a recipe's data, model and smoothing dataclasses) define the run too: they are saved in
-    every checkpoint and a resumed run must have the same (see :func:`run_settings`).
+    every checkpoint and a resumed run must have the same (see :func:`run_settings`). A folder is one run's: while a
+    run trains in ``cfg.out_dir`` it holds the folder's lock, and a second run there is refused at once.
+    ``TrainResult.seconds`` counts every process of a resumed run.
     """
     started = time.perf_counter()
     rank, size = world()
@@ -686,29 +707,35 @@ def fit(
     _check_first_item(trainer, train_data, first)
 
     history: list[dict[str, Any]] = []
+    before = 0.0  # seconds of the processes this run continues
     if state is not None:
         trainer.load_state_dict(state)
-        history = state["history"]
+        history, before = state["history"], float(state.get("seconds", 0.0))
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
-    if out_dir is not None and rank == 0:
-        _claim_out_dir(out_dir, cfg)
-    for epoch in range(len(history), cfg.epochs):
-        epoch_started = time.perf_counter()
-        record = train_one_epoch(trainer, train_data, epoch)
-        if val_data is not None:
-            evaluation = dict(batch_size=cfg.batch_size // size, device=trainer.device, amp=cfg.amp)
-            for prefix, weights in (("val_", trainer.model), ("ema_val_", trainer.ema.module if trainer.ema is not None else None)):
-                if weights is not None:
-                    recompute_bn_statistics(weights, train_data, trainer, epoch)
-                    record |= {prefix + k: v for k, v in evaluate(weights, val_data, **evaluation).items()}
-        record["seconds"] = time.perf_counter() - epoch_started
-        history.append(record)
-        if cfg.log_epochs and rank == 0:
-            tqdm.write(describe_epoch(record, cfg.epochs, top5=model.num_classes > 5))
+    # the folder is this run's from here on (checks passed, nothing written before): a second run there is refused
+    with folder_lock(out_dir) if out_dir is not None and rank == 0 else contextlib.nullcontext():
         if out_dir is not None and rank == 0:
-            save_checkpoint(out_dir, trainer, history, settings)
+            _claim_out_dir(out_dir, cfg)
+            if state is not None:  # a stop after the checkpoint and before its metrics line loses nothing
+                _write_metrics(out_dir, history)
+        for epoch in range(len(history), cfg.epochs):
+            epoch_started = time.perf_counter()
+            record = train_one_epoch(trainer, train_data, epoch)
+            if val_data is not None:
+                evaluation = dict(batch_size=cfg.batch_size // size, device=trainer.device, amp=cfg.amp)
+                ema = trainer.ema.module if trainer.ema is not None else None
+                for prefix, weights in (("val_", trainer.model), ("ema_val_", ema)):
+                    if weights is not None:
+                        recompute_bn_statistics(weights, train_data, trainer, epoch)
+                        record |= {prefix + k: v for k, v in evaluate(weights, val_data, **evaluation).items()}
+            record["seconds"] = time.perf_counter() - epoch_started
+            history.append(record)
+            if cfg.log_epochs and rank == 0:
+                tqdm.write(describe_epoch(record, cfg.epochs, top5=model.num_classes > 5))
+            if out_dir is not None and rank == 0:
+                save_checkpoint(out_dir, trainer, history, settings, before + time.perf_counter() - started)
     ema = trainer.ema.module if trainer.ema is not None else None
-    return TrainResult(history, trainer.model, ema, time.perf_counter() - started, cfg)
+    return TrainResult(history, trainer.model, ema, before + time.perf_counter() - started, cfg)
 
 
 def _check_first_item(trainer: Trainer, data: ClipDataset, first: Item | None) -> None:
