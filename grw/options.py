@@ -4,8 +4,8 @@ A field declared with :func:`option` carries its help text in its metadata; :fun
 reads the field types with ``typing.get_type_hints`` and adds one argparse option per field,
 :func:`from_args` builds the dataclass back and :func:`to_args` is its inverse, so a run in a
 notebook and the same run under ``torchrun`` share one definition of every setting. A numeric field may carry
-its range (``option(5, "…", at_least=3, at_most=64)``): :func:`check_ranges` refuses a value outside it (and any
-float that is not finite) with one line naming the field, and the ``--help`` text states it.
+its range (``option(5, "…", at_least=3, at_most=64)``): :func:`check_fields` refuses a value outside it (and any
+float that is not finite, and any value of another type) with one line naming the field, and the ``--help`` text states it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import types
 import typing
 from typing import Any, Literal
 
-__all__ = ["add_options", "check_ranges", "from_args", "option", "range_text", "run_defining", "to_args"]
+__all__ = ["add_options", "check_fields", "from_args", "option", "range_text", "run_defining", "to_args"]
 
 
 def option(
@@ -26,7 +26,7 @@ def option(
 ) -> Any:
     """A dataclass field with ``help`` text; ``defines_run=False`` marks a setting a resumed run may change.
 
-    ``at_least`` / ``above`` / ``at_most`` / ``below`` bound a numeric field (checked by :func:`check_ranges`).
+    ``at_least`` / ``above`` / ``at_most`` / ``below`` bound a numeric field (checked by :func:`check_fields`).
     """
     bounds = {"at_least": at_least, "above": above, "at_most": at_most, "below": below}
     return dataclasses.field(default=default, metadata={"help": help, "defines_run": defines_run,
@@ -51,18 +51,36 @@ def range_text(bounds: dict[str, float], integer: bool) -> str:
     return " ".join(filter(None, ("an integer" if integer else "a finite number", _condition(bounds))))
 
 
-def check_ranges(obj: Any) -> None:
-    """Raise ``ValueError("NAME must be RANGE, got VALUE")`` for the first numeric field of the dataclass instance ``obj``
-    outside its range, or a float field that is not finite (``None`` passes: it means "not set")."""
+def check_fields(obj: Any) -> None:
+    """Raise a ValueError naming the first field of the dataclass instance ``obj`` whose value is not of its declared
+    type (``int``, ``float``, ``str``, ``bool``, ``Literal[...]``, ``X | None``) or lies outside its range, or a float
+    that is not finite: ``"NAME must be RANGE, got VALUE"``. Settings read back from a file are checked the same way
+    as those parsed from a command line, before anything is built from them."""
+    hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind, optional = _base_type(hints[f.name])
+        if value is None and optional:
+            continue
+        if typing.get_origin(kind) is Literal:
+            if value not in typing.get_args(kind):
+                raise ValueError(f"{f.name} must be one of {', '.join(map(repr, typing.get_args(kind)))}, got {value!r}")
+            continue
+        numeric = kind in (int, float)
+        if kind is bool or isinstance(value, bool):
+            fits = kind is bool and isinstance(value, bool)
+        else:
+            fits = isinstance(value, (int, float) if kind is float else kind) if isinstance(kind, type) else True
+        if not fits:
+            raise ValueError(f"{f.name} must be {'an integer' if kind is int else 'a number' if numeric else kind.__name__}, "
+                             f"got {value!r} ({type(value).__name__})")
+        if not numeric:
             continue
         bounds = f.metadata.get("range", {})
         inside = (math.isfinite(value) and value >= bounds.get("at_least", -math.inf) and value > bounds.get("above", -math.inf)
                   and value <= bounds.get("at_most", math.inf) and value < bounds.get("below", math.inf))
         if not inside:
-            raise ValueError(f"{f.name} must be {range_text(bounds, isinstance(value, int))}, got {value!r}")
+            raise ValueError(f"{f.name} must be {range_text(bounds, kind is int)}, got {value!r}")
 
 
 def run_defining(obj: Any) -> dict[str, Any]:

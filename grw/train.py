@@ -53,7 +53,7 @@ from grw.contracts import (
 from grw.io import (UnreadableCheckpoint, folder_lock, load_checkpoint, lock_holder, remove_temporaries, save_atomic,
                     write_atomic)
 from grw.metrics import topk_correct
-from grw.options import check_ranges, option, run_defining
+from grw.options import check_fields, option, run_defining
 
 __all__ = [
     "Batch",
@@ -131,7 +131,7 @@ class TrainConfig:
     log_epochs: bool = option(True, "one line of metrics per epoch", defines_run=False)
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_fields(self)
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs must be at most the run's epochs = {self.epochs}, got {self.warmup_epochs}")
         if self.amp not in ("none", "bf16", "fp16") or self.optimizer not in ("adamw", "rmsprop"):

@@ -241,3 +241,23 @@ def test_an_init_checkpoint_that_runs_code_or_is_not_weights_is_refused(tmp_path
     torch.save(torch.ones(3), tmp_path / "tensor.pt")
     with pytest.raises(ValueError, match="tensor.pt holds a Tensor: expected a MoViNet-pytorch state dict"):
         build_model(KineticsModel(init_checkpoint=str(tmp_path / "tensor.pt")), 5)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"embed_dim": 10**9}, "embed_dim must be an integer in [1, 8192], got 1000000000"),  # refused, never allocated
+    ({"head_heads": "4"}, "head_heads must be an integer, got '4' (str)"),
+    ({"stream": 1}, "stream must be bool, got 1 (int)"),
+])
+def test_a_checkpoint_with_crafted_model_settings_is_refused_before_any_model_is_built(change, message, tmp_path, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    import grw.recipes.kinetics as kinetics
+
+    monkeypatch.setattr(kinetics, "build_model", lambda *a, **k: pytest.fail("a model was built from crafted settings"))
+    saved = dataclasses.asdict(kinetics.KineticsModel()) | change
+    torch.save({"settings": {"model": saved}, "model": {}, "ema": None}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError) as refused:
+        kinetics.load_evaluation_model(tmp_path / "checkpoint.pt", 3, ema=False, preset=kinetics.get_preset("a0s"))
+    assert message in str(refused.value)

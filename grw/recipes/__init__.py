@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from grw.io import write_atomic
 from grw.loss import GRWLoss
-from grw.options import add_options, check_ranges, from_args, option, to_args
+from grw.options import add_options, check_fields, from_args, option, to_args
 from grw.train import RESULTS, TrainConfig, TrainResult, check_out_dir, init_distributed, world
 
 __all__ = ["RECIPES", "Recipe", "Run", "Smoothing", "add_train_command", "check_run", "get_recipe", "launch", "summarize",
@@ -50,7 +50,7 @@ class Smoothing:
                             at_most=100_000)
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_fields(self)
 
     def regularizer(self) -> GRWLoss | None:
         """The loss on ``Z`` to pass to :func:`grw.train.fit`; ``None`` for the baseline (``lam = 0``)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from grw.data.airplanes import AirplanesConfig, AirplanesDataset, load_airplanes
 from grw.models import GRWVideoClassifier, TemporalTransformerHead
 from grw.models.encoders import CausalVideoEncoder
-from grw.options import check_ranges, option
+from grw.options import check_fields, option
 from grw.paths import project_path
 from grw.recipes import Recipe, Run, Smoothing, check_run, summarize
 from grw.train import TrainConfig, evaluate, fit, seed_everything
@@ -33,7 +33,7 @@ class AirplanesData:
     data_seed: int = option(0, "seed of the rendered clips and of the validation split", at_least=0)
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_fields(self)
 
     def config(self) -> AirplanesConfig:
         """The renderer's settings of these clips."""
@@ -53,7 +53,7 @@ class AirplanesModel:
     head_heads: int = option(4, "attention heads of the head (they divide --embed-dim)", at_least=1, at_most=64)
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_fields(self)
         if self.embed_dim % self.head_heads:
             raise ValueError(f"head_heads must divide embed_dim = {self.embed_dim}, got {self.head_heads}")
 

@@ -28,7 +28,7 @@ from grw.io import load_checkpoint, text_table, write_atomic
 from grw.metrics import ClipVideoAccuracy
 from grw.models import GRWVideoClassifier, TemporalTransformerHead
 from grw.models.movinet import CONFIGS, create_movinet, load_movinet_pytorch_state_dict
-from grw.options import check_ranges, option
+from grw.options import check_fields, option
 from grw.recipes import Recipe, Run, Smoothing, check_run, summarize
 from grw.train import Batch, TrainConfig, collate_clips, fit, resolve_device, seed_everything, world
 
@@ -114,7 +114,7 @@ class KineticsData:
                                   above=0, at_most=1)
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_fields(self)
 
 
 @dataclass
@@ -134,7 +134,7 @@ class KineticsModel:
     init_checkpoint: str | None = option(None, "initial weights: a MoViNet-pytorch state dict or a checkpoint.pt of this engine")
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_fields(self)
         if self.model.lower() not in CONFIGS:
             raise ValueError(f"unknown MoViNet {self.model!r}: expected one of {', '.join(CONFIGS)}")
         if self.embed_dim % self.head_heads:
@@ -308,7 +308,10 @@ def _engine_model(path: Path, state: Any, num_classes: int, *, ema: bool, preset
         raise ValueError(f"{path} does not record the model it trained (its settings hold {sorted(settings)}; checkpoints "
                          "written before they stored the recipe's specs cannot be rebuilt): train it again")
     names = {f.name for f in dataclasses.fields(KineticsModel)}
-    spec = KineticsModel(**{name: value for name, value in saved.items() if name in names} | {"init_checkpoint": None})
+    try:  # the recorded settings are checked like a command line's before anything is built from them
+        spec = KineticsModel(**{name: value for name, value in saved.items() if name in names} | {"init_checkpoint": None})
+    except ValueError as error:
+        raise ValueError(f"{path} records model settings that cannot be used: {error}") from None
     if (spec.model, spec.stream) != (preset.model, preset.stream):
         raise ValueError(f"{path} holds MoViNet-{spec.model} {'stream' if spec.stream else 'base'}, but the preset is for "
                          f"MoViNet-{preset.model} {'stream' if preset.stream else 'base'}: choose the preset of its model")
