@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 __all__ = ["UnreadableCheckpoint", "atomic_path", "check_writable", "folder_lock", "load_checkpoint", "lock_holder",
-           "remove_temporaries", "save_atomic", "text_table", "write_atomic"]
+           "remove_temporaries", "save_atomic", "temporaries", "text_table", "write_atomic"]
 
 
 class UnreadableCheckpoint(ValueError):
@@ -63,13 +63,19 @@ def atomic_path(path: str | Path, *, previous: str | Path | None = None) -> Iter
         _remove(tmp)
 
 
+def temporaries(path: str | Path) -> list[Path]:
+    """The temporaries :func:`atomic_path` left beside ``path`` (other processes' or killed ones'), newest first."""
+    path = Path(path)
+    found = [p for p in path.parent.glob(f".{path.name}.tmp*") if p != _temporary(path, os.getpid())]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def remove_temporaries(path: str | Path) -> list[Path]:
     """Remove the temporaries :func:`atomic_path` left beside ``path`` when its process was killed; returns them.
 
     Call it only where no other process is writing ``path`` (e.g. a run's own output folder at its start).
     """
-    path = Path(path)
-    stale = [p for p in path.parent.glob(f".{path.name}.tmp*") if p != _temporary(path, os.getpid())]
+    stale = temporaries(path)
     for p in stale:
         _remove(p)
     return stale
@@ -170,7 +176,7 @@ def load_checkpoint(path: str | Path) -> Any:
             f"{path} holds objects other than tensors and plain values, and loading them could run code, so it was "
             f"not loaded{f' (it calls for {refused[1]})' if refused else ''}; a checkpoint must be a state dict of tensors"
         ) from error
-    except (EOFError, RuntimeError, OSError) as error:
+    except (EOFError, RuntimeError, OSError, KeyError, ValueError, IndexError) as error:  # what garbage bytes raise
         reason = str(error).split(". ")[0] or type(error).__name__
         raise UnreadableCheckpoint(f"{path} is truncated or corrupt ({reason})") from error
 

@@ -51,7 +51,7 @@ from grw.contracts import (
     check_output,
 )
 from grw.io import (UnreadableCheckpoint, folder_lock, load_checkpoint, lock_holder, remove_temporaries, save_atomic,
-                    write_atomic)
+                    temporaries, write_atomic)
 from grw.metrics import topk_correct
 from grw.options import check_fields, option, run_defining
 
@@ -604,6 +604,9 @@ def _resume_state(cfg: TrainConfig, settings: dict[str, dict[str, Any]]) -> dict
     if cfg.out_dir is None or not (cfg.resume or cfg.resume_previous):
         return None
     latest, previous = Path(cfg.out_dir) / CHECKPOINT, Path(cfg.out_dir) / PREVIOUS
+    interrupted = _interrupted_save(Path(cfg.out_dir))
+    if interrupted is not None and not cfg.resume_previous:
+        latest = interrupted  # the newest epoch, complete: _claim_out_dir gives it its name
     path = previous if cfg.resume_previous else latest
     if cfg.resume_previous and not previous.is_file():
         raise FileNotFoundError(f"cannot continue from the previous checkpoint: there is no {previous}")
@@ -625,9 +628,28 @@ def _resume_state(cfg: TrainConfig, settings: dict[str, dict[str, Any]]) -> dict
     return state
 
 
+def _interrupted_save(out_dir: Path) -> Path | None:
+    """The complete checkpoint a save left under its temporary name when it stopped between its two renames (the latest
+    already renamed to previous): it was on disk before the first rename. ``None`` where there is none."""
+    if (out_dir / CHECKPOINT).exists() or not (out_dir / PREVIOUS).exists():
+        return None
+    for candidate in temporaries(out_dir / CHECKPOINT):
+        try:
+            state = load_checkpoint(candidate)
+        except UnreadableCheckpoint:
+            continue  # a save killed while writing: half a file
+        if isinstance(state, dict) and "history" in state:
+            return candidate
+    return None
+
+
 def _claim_out_dir(out_dir: Path, cfg: TrainConfig) -> None:
-    """Make ``out_dir`` this run's before its first epoch: no stale temporaries, nothing left of a run it replaces."""
+    """Make ``out_dir`` this run's before its first epoch: an interrupted save finished (or, continuing from the previous
+    checkpoint, set aside), no stale temporaries, nothing left of a run it replaces."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    interrupted = None if cfg.overwrite else _interrupted_save(out_dir)
+    if interrupted is not None:
+        os.replace(interrupted, out_dir / (SET_ASIDE if cfg.resume_previous else CHECKPOINT))
     for name in RUN_FILES:
         remove_temporaries(out_dir / name)
     if cfg.overwrite:
@@ -712,6 +734,8 @@ def fit(
         trainer.load_state_dict(state)
         history, before = state["history"], float(state.get("seconds", 0.0))
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+    if size > 1 and state is not None:
+        dist.barrier()  # every process has read the checkpoint before rank 0 renames files in the folder
     # the folder is this run's from here on (checks passed, nothing written before): a second run there is refused
     with folder_lock(out_dir) if out_dir is not None and rank == 0 else contextlib.nullcontext():
         if out_dir is not None and rank == 0:

@@ -95,3 +95,13 @@ def test_text_table_aligns_columns():
     ]
     with pytest.raises(ValueError, match="every row needs 3 cells"):
         text_table(("a", "b", "c"), [(1, 2)])
+
+
+@pytest.mark.parametrize("garbage", [b"half", b"\x80\x02h\x61.", b"PK\x03\x04" + bytes(40), b""])
+def test_any_bytes_that_are_not_a_checkpoint_are_one_clear_error(tmp_path, garbage):
+    from grw.io import UnreadableCheckpoint, load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(garbage)
+    with pytest.raises(UnreadableCheckpoint, match="checkpoint.pt is"):
+        load_checkpoint(path)

@@ -448,3 +448,22 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_with_one_line_and_keeps
         fit(toy_model(), ToyClips(), None, TrainConfig(**CONFIG, out_dir=str(tmp_path)), **GRW)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoint.pt", "metrics.jsonl"]  # no temporary left
+
+
+@pytest.mark.parametrize("previous", [False, True])
+def test_a_save_stopped_between_its_two_renames_loses_no_epoch(tmp_path, previous):
+    cfg = dict(CONFIG, epochs=3)
+    whole = fit(toy_model(), ToyClips(), None, TrainConfig(**cfg), **GRW)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        fit(toy_model(), ToyClips(interrupt_at_epoch=2), None, TrainConfig(**cfg, out_dir=str(run_dir)), **GRW)
+    latest = run_dir / "checkpoint.pt"
+    latest.rename(run_dir / ".checkpoint.pt.tmp99999999")  # killed after "latest → previous", before "temporary → latest"
+    (run_dir / ".checkpoint.pt.tmp99999998").write_bytes(b"half")  # and an older save killed while writing
+    resumed = fit(toy_model(), ToyClips(), None, TrainConfig(**cfg, out_dir=str(run_dir), resume=not previous,
+                                                             resume_previous=previous), **GRW)
+    strip = lambda h: {k: v for k, v in h.items() if k != "seconds"}  # noqa: E731
+    assert [strip(h) for h in resumed.history] == [strip(h) for h in whole.history]
+    kept = torch.load(run_dir / "checkpoint.set-aside.pt", weights_only=True) if previous else None
+    assert (kept["epoch"] == 2) if previous else not (run_dir / "checkpoint.set-aside.pt").exists()  # set aside, not lost
+    assert not any(p.name.startswith(".checkpoint.pt.tmp") for p in run_dir.iterdir())
