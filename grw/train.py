@@ -95,7 +95,8 @@ class TrainingStopped(RuntimeError):
 class TrainConfig:
     """Optimisation, precision, processes and output of a training run (saved in every checkpoint)."""
 
-    epochs: int = option(10, "training epochs", defines_run=False, at_least=1, at_most=100_000)
+    epochs: int = option(10, "training epochs (a resumed run keeps them: its learning-rate schedule spans them)",
+                         at_least=1, at_most=100_000)
     batch_size: int = option(32, "global batch size, split over the processes", at_least=1, at_most=65_536)
     lr: float = option(1e-3, "peak learning rate of the head (everything after the backbone)", above=0)
     backbone_lr: float | None = option(None, "peak learning rate of the backbone; none: the same as --lr", above=0)

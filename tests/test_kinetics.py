@@ -630,6 +630,14 @@ def test_evaluation_loop_scores_clips_and_videos(batch_size, workers):
         evaluate_clips(model, data, CLIP_VIDEO[:6], progress=False)
 
 
+
+def test_a_model_with_non_finite_logits_gets_no_score():
+    table = TABLE.clone()
+    table[5, 2] = float("nan")  # diverged weights: one clip's logits
+    with pytest.raises(ValueError, match="logits are not finite on 1 clips .*no accuracy to report"):
+        evaluate_clips(ClipTable(table), NumberedClips(LABELS, UNREADABLE), CLIP_VIDEO, progress=False)
+
+
 def _evaluate_as_rank(rank: int, world_size: int, folder: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world_size)
     try:

@@ -184,7 +184,7 @@ def test_airplanes_recipe_trains_from_the_command_line(tmp_path):
     with pytest.raises(SystemExit, match="holds the checkpoint of a run .*: pass --resume to continue it, or --overwrite"):
         main(argv)
     assert json.loads((out / "results.json").read_text()) == results
-    with pytest.raises(SystemExit, match=r"other settings: data.frames \(6 there, 5 now\)"):
+    with pytest.raises(SystemExit, match=r"other settings: config.epochs \(2 there, 3 now\), data.frames \(6 there, 5 now\)"):
         main([*argv, "--resume", "--epochs", "3", "--frames", "5"])
     main([*argv, "--overwrite", "--frames", "5", "--epochs", "1"])
     again = json.loads((out / "results.json").read_text())

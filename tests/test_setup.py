@@ -45,3 +45,17 @@ def test_command_line_help():
         assert command in out
     bad = subprocess.run([sys.executable, "-m", "grw", "bench", "nothing"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_every_test_the_readme_cites_for_a_guarantee_exists():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### What the engine and the commands guarantee"):]
+    section = section[: section.index("\n## ")]
+    cited, module = [], None
+    for match in re.finditer(r"`(?:(test_\w+\.py))?::(test_[\w*]+)`", section):
+        module = match.group(1) or module
+        cited.append((module, match.group(2)))
+    assert len(cited) >= 15
+    for module, name in cited:
+        pattern = "def " + name.replace("*", r"\w*") + r"\("
+        assert re.search(pattern, (ROOT / "tests" / module).read_text()), f"{module}::{name}"

@@ -170,10 +170,11 @@ class ClipSpec:
     data_root: str = option("data", "where the clips are", defines_run=False)
 
 
-def test_resume_refuses_other_settings_but_not_other_display_or_length(tmp_path):
+def test_resume_refuses_other_settings_or_length_but_not_other_display(tmp_path):
     spec = ClipSpec()
-    fit(toy_model(), ToyClips(), None, TrainConfig(**dict(CONFIG, epochs=1), out_dir=str(tmp_path)), **GRW,
-        specs={"data": spec})
+    with pytest.raises(KeyboardInterrupt):  # a 2-epoch run stopped after its first
+        fit(toy_model(), ToyClips(interrupt_at_epoch=1), None, TrainConfig(**CONFIG, out_dir=str(tmp_path)), **GRW,
+            specs={"data": spec})
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["settings"]
     assert saved["data"] == {"frames": 10} and saved["loss"]["lam"] == 0.1 and "log_epochs" not in saved["config"]
     resume = TrainConfig(**CONFIG, out_dir=str(tmp_path), resume=True)
@@ -184,6 +185,9 @@ def test_resume_refuses_other_settings_but_not_other_display_or_length(tmp_path)
     with pytest.raises(ValueError, match=r"config.lr \(0.003 there, 0.01 now\), loss.regularizer .*data.frames \(10 there, unset now\)"):
         fit(toy_model(), ToyClips(), None, TrainConfig(**dict(CONFIG, lr=1e-2), out_dir=str(tmp_path), resume=True),
             regularizer=GRWLoss(T=4), lam=0.1)
+    with pytest.raises(ValueError, match=r"config.epochs \(2 there, 3 now\)"):  # the schedule spans the planned epochs
+        fit(toy_model(), ToyClips(), None, TrainConfig(**dict(CONFIG, epochs=3), out_dir=str(tmp_path), resume=True), **GRW,
+            specs={"data": spec})
     elsewhere = ClipSpec(data_root="/scratch/data")  # not a setting of the run: the data moved
     resumed = fit(toy_model(), ToyClips(), None,
                   TrainConfig(**dict(CONFIG, log_epochs=False, log_interval=3, max_unreadable=0.9), out_dir=str(tmp_path),

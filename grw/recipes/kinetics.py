@@ -269,6 +269,7 @@ def evaluate_clips(
     num_videos = int(clip_video.max()) + 1 if len(clip_video) else 0
     accuracy = ClipVideoAccuracy(num_videos, len(data.classes), device=device)
     failed = torch.zeros(num_videos, dtype=torch.float64, device=device)  # unreadable clips of each video
+    nonfinite = torch.zeros((), dtype=torch.float64, device=device)  # clips whose logits are not finite
     loader = DataLoader(_Numbered(data), batch_size=batch_size, sampler=range(rank, len(data), size), num_workers=workers,
                         collate_fn=_collate_numbered, pin_memory=device.type == "cuda")
     was_training = model.training
@@ -278,11 +279,16 @@ def evaluate_clips(
         failed.index_add_(0, clip_video[unreadable].to(device), torch.ones(len(unreadable), dtype=torch.float64, device=device))
         if videos is not None:
             logits = model(videos.to(device, non_blocking=True)).logits.float()
+            nonfinite += (~torch.isfinite(logits)).any(dim=1).sum()
             accuracy.update(logits, labels.to(device), clip_video[readable].to(device))
     model.train(was_training)
     accuracy.all_reduce()
     if size > 1:
         dist.all_reduce(failed)
+        dist.all_reduce(nonfinite)
+    if nonfinite > 0:
+        raise ValueError(f"the model's logits are not finite on {int(nonfinite)} clips (damaged or diverged weights): "
+                         "there is no accuracy to report")
     unreadable = {"unreadable_clips": int(failed.sum().item()), "unreadable_videos": int((failed > 0).sum().item())}
     return accuracy.compute() | unreadable
 
