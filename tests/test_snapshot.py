@@ -279,3 +279,16 @@ def test_files_other_than_snapshots_are_refused(tmp_path: Path) -> None:
     (tmp_path / "text.pt").write_text("hello")
     with pytest.raises(ValueError, match="text.pt is not a GRW snapshot"):
         read_grw_snapshot(tmp_path / "text.pt")
+
+
+@needs_fixtures
+@pytest.mark.parametrize("change", [{"embed_dim": 10**9}, {"num_classes": 10**8}, {"num_heads": 3}])
+def test_a_head_this_reader_would_not_build_is_refused_before_any_allocation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshot: GRWSnapshot, change: dict[str, int]
+) -> None:
+    import dataclasses
+
+    crafted = dataclasses.replace(snapshot, head=dataclasses.replace(snapshot.head, **change))
+    path = _write_snapshot(tmp_path / "crafted.pt", monkeypatch, crafted)
+    with pytest.raises(ValueError, match="is not a head this reader builds"):
+        read_grw_snapshot(path)

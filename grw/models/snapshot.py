@@ -85,6 +85,11 @@ class HeadParams:
     num_classes: int
 
 
+HEAD_LIMITS = {"embed_dim": 8192, "depth": 24, "num_heads": 64, "mlp_dim": 65_536, "num_classes": 100_000}
+"""The largest head a snapshot may ask for: a crafted file cannot size an allocation (the released heads: K = 256, one
+block, 4 heads, MLP 512, 600 classes)."""
+
+
 @dataclass(frozen=True)
 class GRWSnapshot:
     """A snapshot's contents: the ``variant`` (``"a0s"`` …), ``head``, GRW window ``T``, ``num_samples`` trained
@@ -188,6 +193,10 @@ def read_grw_snapshot(path: str | Path, *, map_location: str | torch.device = "c
     if not (isinstance(params, dict) and params.keys() == head_fields and all(type(v) is int and v > 0 for v in params.values())):
         expected = ", ".join(sorted(head_fields))
         raise ValueError(f"{source}: 'transformer_params' should hold the positive integers {expected}, got {params!r}")
+    too_large = {name: value for name, value in params.items() if value > HEAD_LIMITS[name]}
+    if too_large or params["embed_dim"] % params["num_heads"]:
+        raise ValueError(f"{source}: 'transformer_params' {params!r} is not a head this reader builds: each at most "
+                         f"{HEAD_LIMITS} and num_heads dividing embed_dim (refused before any allocation)")
     if type(raw["T"]) is not int or type(raw["num_samples"]) is not int:
         raise ValueError(f"{source}: 'T' and 'num_samples' should be integers, got {raw['T']!r} and {raw['num_samples']!r}")
 
