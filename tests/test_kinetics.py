@@ -781,3 +781,16 @@ def test_command_line_synth_writes_the_release_layout(tmp_path, capsys):
     assert "release layout" in checked and "2 classes" in checked and "10.0 / 10.0 / 10.0" in checked
     with pytest.raises(SystemExit, match="other parameters"):
         main(["kinetics", "synth", str(out), "--classes", "2", "--train-per-class", "1", "--val-per-class", "1"])
+
+
+def test_frames_larger_than_the_decoding_limit_are_shrunk_while_decoded(tmp_path):
+    """A 2560 × 1440 source (an 8K one the same way) costs at most MAX_DECODED_PIXELS per decoded frame."""
+    from grw.data.kinetics import MAX_DECODED_PIXELS, _write_mp4, read_clip
+
+    video = np.zeros((3, 1440, 2560, 3), dtype=np.uint8)
+    video[:, :, :1280] = 255  # left half white: the shrunk frame keeps it
+    _write_mp4(tmp_path / "big.mp4", video, fps=10)
+    clip = read_clip(tmp_path / "big.mp4", frames=2, fps=10)
+    T, H, W, _ = clip.shape
+    assert T == 2 and H * W <= MAX_DECODED_PIXELS and abs(W / H - 16 / 9) < 0.01
+    assert clip[0, :, : W // 2 - 4].float().mean() > 240 and clip[0, :, W // 2 + 4 :].float().mean() < 15

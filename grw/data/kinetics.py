@@ -103,6 +103,7 @@ ANNOTATIONS = "annotations"  # the release layout's folder of {split}.csv files
 ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 LAYOUTS = ("folders", "release")  # the layouts write_synthetic writes
 TRUNCATION_TOLERANCE_S = 0.5  # decoded frames may stop this much before the header's duration
+MAX_DECODED_PIXELS = 1920 * 1080  # larger source frames are shrunk while decoding: an 8K clip would cost gigabytes
 SYNTHETIC_MARKER = "synthetic.json"
 SYNTHETIC_VERSION = 2  # 2: the class is the drift speed (1: the heading)
 
@@ -129,12 +130,23 @@ def _header_duration(container: av.container.InputContainer, stream: av.video.st
     return None
 
 
+def _rgb(to_rgb: VideoReformatter, frame: av.VideoFrame) -> np.ndarray:
+    """``frame`` as uint8 RGB ``[H, W, 3]``, shrunk (aspect kept, area averaging) to at most ``MAX_DECODED_PIXELS`` pixels."""
+    pixels = frame.width * frame.height
+    if pixels <= MAX_DECODED_PIXELS:
+        return to_rgb.reformat(frame, format="rgb24").to_ndarray()
+    scale = (MAX_DECODED_PIXELS / pixels) ** 0.5
+    width, height = max(2, int(frame.width * scale) // 2 * 2), max(2, int(frame.height * scale) // 2 * 2)
+    return to_rgb.reformat(frame, format="rgb24", width=width, height=height, interpolation="AREA").to_ndarray()
+
+
 def read_clip(path: str | Path, frames: int, fps: float, *, position: float = 0.0) -> Tensor:
     """``frames`` frames at ``fps`` from a video file as uint8 ``[frames, H, W, 3]``.
 
     Frame ``k`` is the one on screen at ``start + k / fps`` (torchvision ``VideoClips`` resampling);
     ``position`` in [0, 1] places the window from the video's start (0) to its end (1). A video
-    shorter than the window is padded with its last frame. Raises :class:`UnreadableVideo` or a
+    shorter than the window is padded with its last frame; a frame over ``MAX_DECODED_PIXELS`` is shrunk while
+    decoded. Raises :class:`UnreadableVideo` or a
     PyAV error for a file that cannot be decoded, or whose frames stop (truncated) inside the window
     more than ``TRUNCATION_TOLERANCE_S`` before its announced duration.
     """
@@ -165,7 +177,7 @@ def read_clip(path: str | Path, frames: int, fps: float, *, position: float = 0.
                 shown = frame  # the window may start before the first frame (seek overshoot, start offsets)
             while len(picked) < frames and at > times[len(picked)]:
                 if rgb_of is not shown:
-                    rgb, rgb_of = to_rgb.reformat(shown, format="rgb24").to_ndarray(), shown
+                    rgb, rgb_of = _rgb(to_rgb, shown), shown
                 picked.append(rgb)
             if len(picked) == frames:
                 break
@@ -177,7 +189,7 @@ def read_clip(path: str | Path, frames: int, fps: float, *, position: float = 0.
             if duration is not None and decoded_until < duration - TRUNCATION_TOLERANCE_S:
                 raise UnreadableVideo(f"{path}: frames stop at {decoded_until:.2f} s of the announced {duration:.2f} s")
             if rgb_of is not shown:
-                rgb = to_rgb.reformat(shown, format="rgb24").to_ndarray()
+                rgb = _rgb(to_rgb, shown)
             picked += [rgb] * (frames - len(picked))  # short video: hold the last frame
     return torch.from_numpy(np.stack(picked))
 
@@ -199,7 +211,7 @@ def read_frames(path: str | Path, pts: Sequence[int]) -> Tensor:
         to_rgb = VideoReformatter()
         for frame in container.decode(stream):
             if frame.pts in wanted:
-                found[frame.pts] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+                found[frame.pts] = _rgb(to_rgb, frame)
             if frame.pts is not None and frame.pts >= last:
                 break
     absent = sorted(wanted - found.keys())
@@ -790,6 +802,7 @@ class LayoutReport:
             ))
         lines = [f"Kinetics {self.layout} layout at {self.root}: {len(self.classes)} classes, named by {self.classes_from}"]
         lines += ["  " + line for line in text_table(head, rows).splitlines()]
+        lines.append(f"  frames larger than {MAX_DECODED_PIXELS:,} pixels (1920 × 1080) are shrunk while decoding")
         for title, items in (
             ("unreadable videos", self.unreadable),
             ("videos listed in the annotations but missing", self.missing),
