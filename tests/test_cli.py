@@ -209,3 +209,19 @@ def test_json_paths_are_checked_before_any_work(command, tmp_path, monkeypatch):
         with pytest.raises(SystemExit) as refused:
             main([*command, "--json", str(target)])
         assert str(refused.value.code).startswith("error: the --json file") and message in str(refused.value.code)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["kinetics", "synth", "OUT", "--classes", "1000000000"], "expected 2 to 1,000 classes"),
+    (["kinetics", "synth", "OUT", "--train-per-class", "0"], "expected 2 to 1,000 classes, 1 to 10,000 train"),
+    (["kinetics", "evaluate", "--checkpoint", "c.pt", "--root", "r", "--preset", "a0s", "--batch-size", "0"],
+     "expected a batch size from 1 to 4,096 and 0 to 256 workers, got 0 and 4"),
+    (["kinetics", "evaluate", "--checkpoint", "c.pt", "--root", "r", "--preset", "a0s", "--workers", "100000"],
+     "got 16 and 100000"),
+])
+def test_kinetics_commands_bound_their_sizes_before_any_work(argv, message, tmp_path):
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert str(refused.value.code).startswith("error: ") and message in str(refused.value.code)
+    assert not (tmp_path / "out").exists()

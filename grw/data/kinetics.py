@@ -1021,11 +1021,13 @@ def write_synthetic(
     never looks whole. The same seed gives the same bytes. The default 10 s at 10 fps covers the
     paper's A0–A2 clip (50 frames at 5 fps) like a Kinetics video.
     """
-    if classes < 2 or train_per_class < 1 or val_per_class < 1 or test_per_class < 0:
-        raise ValueError(f"expected classes >= 2, at least one train and val video per class and test_per_class >= 0, "
-                         f"got {classes=}, {train_per_class=}, {val_per_class=}, {test_per_class=}")
-    if frames < 2 or size < 16 or size % 2 or fps < 1:
-        raise ValueError(f"expected frames >= 2, an even size >= 16 and fps >= 1, got {frames=}, {size=}, {fps=}")
+    if not (2 <= classes <= 1000 and 1 <= train_per_class <= 10_000 and 1 <= val_per_class <= 10_000
+            and 0 <= test_per_class <= 10_000):
+        raise ValueError(f"expected 2 to 1,000 classes, 1 to 10,000 train and val videos per class and 0 to 10,000 test "
+                         f"videos per class, got {classes=}, {train_per_class=}, {val_per_class=}, {test_per_class=}")
+    if not (2 <= frames <= 10_000 and 16 <= size <= 1024 and size % 2 == 0 and 1 <= fps <= 240):
+        raise ValueError(f"expected 2 to 10,000 frames, an even size from 16 to 1024 and fps from 1 to 240, got {frames=}, "
+                         f"{size=}, {fps=}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     out = Path(out).expanduser().absolute()

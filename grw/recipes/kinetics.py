@@ -384,6 +384,8 @@ def evaluate_checkpoint(
     """
     if split not in ("test", "val"):
         raise ValueError(f"split must be test or val, got {split!r}")
+    if not (1 <= batch_size <= 4096 and 0 <= workers <= 256):
+        raise ValueError(f"expected a batch size from 1 to 4,096 and 0 to 256 workers, got {batch_size} and {workers}")
     chosen = preset if isinstance(preset, Preset) else get_preset(preset)  # a Preset: e.g. a stand-in's small input
     device = resolve_device(device)
     rank, _ = world()
