@@ -50,8 +50,16 @@ from grw.contracts import (
     check_model,
     check_output,
 )
-from grw.io import (UnreadableCheckpoint, folder_lock, load_checkpoint, lock_holder, remove_temporaries, save_atomic,
-                    temporaries, write_atomic)
+from grw.io import (
+    UnreadableCheckpoint,
+    folder_lock,
+    load_checkpoint,
+    lock_holder,
+    remove_temporaries,
+    save_atomic,
+    temporaries,
+    write_atomic,
+)
 from grw.metrics import topk_correct
 from grw.options import check_fields, option, run_defining
 
