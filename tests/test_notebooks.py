@@ -100,6 +100,12 @@ def test_02_vectorized_implementation(tmp_path):
     assert (tmp_path / "loss_cost_sweeps.png").is_file()
     key = "derived gradient passes gradcheck and equals autograd's"
     assert r["summary"][key] is True and ("02", key, "True") in summary_rows({"02": r})
+    sampled = r["sampled_orderings"]  # T = 8: the estimator over drawn orderings against all 5,040
+    assert sampled["orderings"] == 5040 and set(sampled["scales"]) == {"0.05", "0.1", "0.2"}
+    for scale in sampled["scales"].values():
+        at_1000 = scale["max_perms"]["1000"]
+        assert at_1000["log_m_over_P"] == pytest.approx(math.log(1000 / 5040))
+        assert abs(at_1000["bias"] - at_1000["log_m_over_P"]) < 0.2 and at_1000["gradient_cosine_min"] > 0.9
     speed_up = r["summary"]["speed-up of Gram over materialized at B, T, K = 8, 5, 32 (cpu)"]
     assert speed_up.endswith("x") and float(speed_up[:-1]) > 0  # "0.62x" for a slower Gram form, never a rounded "1x"
 
