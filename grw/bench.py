@@ -13,6 +13,7 @@ import ctypes
 import dataclasses
 import functools
 import json
+import logging
 import math
 import multiprocessing
 import platform
@@ -28,6 +29,11 @@ from torch import nn
 
 from grw.contracts import ClassifierOutput
 from grw.io import text_table, write_atomic
+
+# torch.utils.benchmark imports the C++-extension toolchain, which warns "No CUDA runtime is found" on a CPU machine;
+# nothing here compiles. Quieted unless the user has set that logger's level.
+if logging.getLogger("torch.utils.cpp_extension").level == logging.NOTSET:
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 LOSS_CASES: tuple[tuple[int, int, int], ...] = ((64, 5, 480), (64, 7, 480), (256, 7, 480), (64, 16, 480), (64, 6, 2048))
 
@@ -293,7 +299,7 @@ def loss_form_case(
     }
 
 
-FRESH_PROCESS_PRELOAD = ("torch", "torch._dynamo", "torch.utils.benchmark", "grw.bench")
+FRESH_PROCESS_PRELOAD = ("torch", "torch._dynamo", "grw.bench", "torch.utils.benchmark")  # grw.bench first: it quiets
 """Imported once by the server that fresh processes fork from (``torch._dynamo``: a dispatch mode's first use imports it)."""
 
 
