@@ -201,6 +201,10 @@ def test_04_another_preset_in_one_process_prints_what_it_stores(tmp_path):
     r = run_notebook(NOTEBOOKS / "04_kinetics600_movinet.ipynb", tmp_path, params)
     assert (r["preset"], r["world_size"], r["classes"], r["epochs"]) == ("a1s", 1, 2, 1)
     assert all(e["clips"] > 0 and 0 <= e["top1"] <= 1 for e in r["evaluate"].values())
+    macs = r["macs"]  # the paper's input: the head's share of a clip's multiply-adds
+    assert 0 < macs["head_gmacs"] < macs["backbone_gmacs"] and macs["head_params"] > 0 and macs["backbone_params"] > 0
+    assert set(r["smoothness"]) == {"baseline", "grw"}
+    assert all(v["grw_loss"] > 0 and v["msa_within"] > 0 for v in r["smoothness"].values())
     printed = "".join("".join(output.get("text", "")) for cell in json.loads((tmp_path / "04_kinetics600_movinet.ipynb").read_text())["cells"]
                       if cell["cell_type"] == "code" for output in cell.get("outputs", []))
     assert "preset a1s: MoViNet-A1 stream" in printed
