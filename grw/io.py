@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["UnreadableCheckpoint", "atomic_path", "check_writable", "folder_lock", "load_checkpoint", "lock_holder",
-           "remove_temporaries", "save_atomic", "temporaries", "text_table", "write_atomic"]
+__all__ = ["UnreadableCheckpoint", "atomic_path", "check_unlocked", "check_writable", "folder_lock",
+           "load_checkpoint", "lock_holder", "remove_temporaries", "save_atomic", "temporaries", "text_table",
+           "write_atomic"]
 
 
 class UnreadableCheckpoint(ValueError):
@@ -119,6 +120,18 @@ def _lock(handle: Any) -> bool:
     return True
 
 
+def _in_use(folder: str | Path, holder: str) -> ValueError:
+    return ValueError(f"{folder} is in use by another run ({holder or 'another process'}): wait for it to end, or give "
+                      "another --out-dir")
+
+
+def check_unlocked(folder: str | Path) -> None:
+    """Refuse ``folder`` while another process holds it (:func:`folder_lock`), naming the holder. Changes nothing."""
+    holder = lock_holder(folder)
+    if holder is not None:
+        raise _in_use(folder, holder)
+
+
 def lock_holder(folder: str | Path) -> str | None:
     """Who holds ``folder``'s lock (see :func:`folder_lock`), or ``None`` when no process does. Changes nothing."""
     path = Path(folder) / LOCK
@@ -142,8 +155,7 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
     with open(folder / LOCK, "a+") as handle:
         if not _lock(handle):
             handle.seek(0)
-            raise ValueError(f"{folder} is in use by another run ({handle.read().strip() or 'another process'}): wait "
-                             "for it to end, or give another --out-dir")
+            raise _in_use(folder, handle.read().strip())
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}")

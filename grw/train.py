@@ -52,9 +52,9 @@ from grw.contracts import (
 )
 from grw.io import (
     UnreadableCheckpoint,
+    check_unlocked,
     folder_lock,
     load_checkpoint,
-    lock_holder,
     remove_temporaries,
     save_atomic,
     temporaries,
@@ -585,9 +585,8 @@ def _changed_settings(saved: dict[str, dict[str, Any]], now: dict[str, dict[str,
 def check_out_dir(cfg: TrainConfig) -> None:
     """Refuse an ``out_dir`` that another run is using, or that holds a run's checkpoint unless ``cfg`` continues it
     (resume) or starts it again (overwrite)."""
-    holder = lock_holder(cfg.out_dir) if cfg.out_dir is not None and world()[0] == 0 else None
-    if holder is not None:
-        raise ValueError(f"{cfg.out_dir} is in use by another run ({holder}): wait for it to end, or give another --out-dir")
+    if cfg.out_dir is not None and world()[0] == 0:
+        check_unlocked(cfg.out_dir)
     if cfg.out_dir is None or cfg.resume or cfg.resume_previous or cfg.overwrite:
         return
     found = next((name for name in (CHECKPOINT, PREVIOUS) if (Path(cfg.out_dir) / name).exists()), None)
